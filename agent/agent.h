@@ -1,0 +1,55 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * agent: the `slipway` command line. main() parses the top level and dispatches to the command
+ * functions declared here, one file per command family.
+ */
+#ifndef SW_AGENT_H
+#define SW_AGENT_H
+
+#include "common/common.h"
+#include "oci/oci.h"
+
+/* Global options every command sees. */
+typedef struct sw_cli_globals {
+	const char *state_dir; /* --state-dir or $SLIPWAY_STATE_DIR; NULL: default */
+} sw_cli_globals;
+
+extern sw_cli_globals sw_cli;
+
+/* Each returns the process exit code. argv[0] is the command's own name. */
+int sw_cmd_image(int argc, char **argv);
+int sw_cmd_image_copy(int argc, char **argv);
+int sw_cmd_image_import(int argc, char **argv);
+int sw_cmd_image_inspect(int argc, char **argv);
+int sw_cmd_image_ls(int argc, char **argv);
+
+/*
+ * Where an image is, as named on the command line:
+ *   oci:DIR[:TAG]                          an OCI image layout folder (TAG default "latest")
+ *   docker://HOST[:PORT]/REPO[:TAG|@DIGEST] a registry
+ *   NAME[:TAG] or sha256:...               the default local store
+ */
+typedef enum { SW_IMGLOC_LAYOUT, SW_IMGLOC_REGISTRY } sw_imgloc_kind;
+
+typedef struct sw_imgloc {
+	sw_imgloc_kind kind;
+	char *dir;      /* layout folder (LAYOUT) */
+	char *tag;      /* name inside the layout (LAYOUT), e.g. "app:1" or "latest" */
+	bool is_default_store;
+	sw_oci_ref ref; /* REGISTRY */
+} sw_imgloc;
+
+int sw_imgloc_parse(sw_imgloc *out, const char *s, sw_error **err) SW_WUR;
+void sw_imgloc_clear(sw_imgloc *l);
+/* The store folder to use by default (SLIPWAY_STATE_DIR aware). Caller frees. */
+char *sw_cli_default_store_dir(void);
+/* Registry options from the environment: SLIPWAY_INSECURE_REGISTRIES (comma list),
+ * SLIPWAY_REGISTRY_CA, DOCKER_CONFIG; the result stays valid until the process exits. */
+const sw_oci_registry_opts *sw_cli_registry_opts(void);
+
+/* Print an error as "slipway: error: MSG" and return exit code 1. */
+int sw_cli_fail(const sw_error *err);
+/* True when argv[i] is -h or --help. */
+bool sw_cli_is_help(const char *arg);
+
+#endif
