@@ -264,6 +264,14 @@ int sw_oci_store_load_image(sw_oci_descriptor *out_desc, sw_oci_manifest *out_ma
 			    const sw_oci_platform *want, sw_error **err) SW_WUR;
 
 /*
+ * Copy the image `desc` (a manifest with its config and layers, or an index with everything it
+ * points at) from store `src` into store `dst`, verifying each blob, and tag it `name` there
+ * (NULL: no tag). Blobs already in `dst` are not copied again.
+ */
+int sw_oci_store_copy_image(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descriptor *desc,
+			    const char *name, sw_error **err) SW_WUR;
+
+/*
  * Record that blob `d` is known to exist in `registry`/`repository` (for cross-repository
  * mounts) and look such a repository up. The record lives in the store folder.
  */
