@@ -21,6 +21,9 @@ int sw_cmd_image(int argc, char **argv);
 int sw_cmd_image_copy(int argc, char **argv);
 int sw_cmd_image_import(int argc, char **argv);
 int sw_cmd_image_inspect(int argc, char **argv);
+/* `image inspect` of a docker:// REF (the registry side); sw_cmd_image_inspect hands over the
+ * same argc/argv when REF is docker://. */
+int sw_cmd_image_inspect_remote(int argc, char **argv);
 int sw_cmd_image_ls(int argc, char **argv);
 
 /*

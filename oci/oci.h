@@ -415,8 +415,19 @@ int sw_oci_registry_push(sw_oci_registry *r, sw_oci_store *s, const sw_oci_descr
 /* Fetch a manifest's bytes and descriptor without storing it. */
 int sw_oci_registry_get_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_desc,
 				 sw_oci_registry *r, const sw_oci_ref *ref, sw_error **err) SW_WUR;
+/*
+ * Fetch a small blob (an image config) of ref's repository into memory, verified against
+ * `desc` (digest and size); refused past `max` bytes. *out (NUL-terminated) is the caller's.
+ */
+int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
+			     const sw_oci_ref *ref, const sw_oci_descriptor *desc, size_t max,
+			     sw_error **err) SW_WUR;
 
-/* Look up credentials for `registry`: slipway's list first, then the Docker config file. */
+/*
+ * Look up credentials for `registry`: slipway's list first, then the Docker config file. When
+ * neither has any, returns 0 with out->username NULL; a config file that cannot be parsed is an
+ * error naming the file.
+ */
 int sw_oci_credentials_lookup(sw_oci_credentials *out, const sw_oci_registry_opts *opts,
 			      const char *registry, sw_error **err) SW_WUR;
 void sw_oci_credentials_clear(sw_oci_credentials *c);

@@ -1,0 +1,688 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * The local `slipway image` commands: `import` (a root filesystem tarball becomes a one-layer
+ * image in an OCI image layout or the default store), `inspect` (manifest digest, config and
+ * layers as JSON; docker:// references are handed to the registry side) and `ls` (the images of
+ * a layout as a table or JSON).
+ */
+#include "agent/agent.h"
+
+#include <getopt.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- shared helpers */
+
+static const char import_usage[] =
+	"usage: slipway image import [--platform OS/ARCH[/VARIANT]] [--compression gzip|zstd|none]\n"
+	"                            ROOTFS.tar DST\n"
+	"\n"
+	"Make a one-layer image from a root filesystem tarball and store it, tagged, in a local\n"
+	"OCI image layout. Prints the manifest digest (sha256:...) on stdout.\n"
+	"\n"
+	"ROOTFS.tar is a tar archive (plain, or compressed in any format libarchive reads) of the\n"
+	"root filesystem; its entries must be relative paths without '..' and are re-packed in\n"
+	"their order as the image's only layer. The image config gets the platform, the layer's\n"
+	"diff ID, Env [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"], one\n"
+	"history entry \"slipway image import BASENAME\", and as its creation time\n"
+	"SOURCE_DATE_EPOCH when that is set (then importing the same tarball again gives the same\n"
+	"digest) or else the current time.\n"
+	"\n"
+	"DST:\n"
+	"  oci:DIR[:TAG]   an OCI image layout folder, created when missing (TAG default 'latest')\n"
+	"  NAME[:TAG]      the local store under the state folder (TAG default 'latest')\n"
+	"  To put an image in a registry, import it first, then use 'slipway image copy'.\n"
+	"\n"
+	"options:\n"
+	"  --platform OS/ARCH[/VARIANT]  platform written in the image config (default: this\n"
+	"                                machine's, e.g. linux/amd64)\n"
+	"  --compression ALGO            layer compression: gzip (default), zstd or none\n"
+	"  -h, --help                    show this help\n";
+
+static const char inspect_usage[] =
+	"usage: slipway image inspect [--platform OS/ARCH[/VARIANT]] [--raw] REF\n"
+	"\n"
+	"Print an image's manifest digest, config and layers as JSON:\n"
+	"  {\"name\": REF as given, \"digest\": manifest digest, \"mediaType\", \"size\": manifest\n"
+	"   size in bytes, \"platform\": \"OS/ARCH[/VARIANT]\" from the config,\n"
+	"   \"indexDigest\": only when REF names an index (the platform's manifest is shown),\n"
+	"   \"config\": the whole image config, \"layers\": [{\"digest\", \"size\", \"mediaType\",\n"
+	"   \"diffID\"}], \"manifest\": the whole manifest}\n"
+	"\n"
+	"REF:\n"
+	"  oci:DIR[:TAG]                            an OCI image layout (TAG default 'latest')\n"
+	"  NAME[:TAG] or sha256:DIGEST              the local store (TAG default 'latest')\n"
+	"  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]  a registry\n"
+	"\n"
+	"options:\n"
+	"  --platform OS/ARCH[/VARIANT]  which manifest of an index to show (default: this\n"
+	"                                machine's platform)\n"
+	"  --raw                         print the manifest (or index) REF names, byte for byte as\n"
+	"                                stored, with no newline added; with --platform an index\n"
+	"                                is first narrowed to that platform's manifest\n"
+	"  -h, --help                    show this help\n";
+
+static const char ls_usage[] =
+	"usage: slipway image ls [--quiet] [--json] [oci:DIR]\n"
+	"\n"
+	"List the images of an OCI image layout (default: the local store under the state folder),\n"
+	"sorted by name, as a table:\n"
+	"  NAME      the tag (the org.opencontainers.image.ref.name annotation), or <none>\n"
+	"  DIGEST    the manifest (or index) digest, shortened to sha256: and 12 hex digits\n"
+	"  SIZE      config plus layers as stored (compressed), in kB/MB/GB (powers of 1000);\n"
+	"            for an index, the image of this machine's platform\n"
+	"  PLATFORM  OS/ARCH[/VARIANT] from the config; for an index the platforms it lists\n"
+	"An empty store prints only the header. Values that cannot be read show as '-', with a\n"
+	"warning on stderr.\n"
+	"\n"
+	"options:\n"
+	"  -q, --quiet   print only the names (the full digest for entries without a name)\n"
+	"  --json        print a JSON array of {\"name\" (null without one), \"digest\",\n"
+	"                \"mediaType\", \"size\" (bytes, null if unknown), \"platform\"}\n"
+	"  -h, --help    show this help\n";
+
+/* A usage error: message, a pointer to --help, exit code 2. */
+static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
+static int usage_error(const char *cmd, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	cleanup_free char *m = sw_xvasprintf(fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
+		cmd, m, cmd);
+	return 2;
+}
+
+/* getopt's complaint for the option at argv[optind - 1]. */
+static int bad_option(const char *cmd, int c, char **argv)
+{
+	const char *arg = optind > 0 ? argv[optind - 1] : "?";
+	if (c == ':')
+		return usage_error(cmd, "option '%s' needs a value", arg);
+	return usage_error(cmd, "unknown option '%s'", arg);
+}
+
+static bool wants_help(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--") == 0)
+			return false;
+		if (sw_cli_is_help(argv[i]))
+			return true;
+	}
+	return false;
+}
+
+/* Open the layout a command reads; a missing default store reads as empty (*out = NULL). */
+static int open_for_reading(sw_oci_store **out, const char *dir, bool is_default,
+			    sw_error **err)
+{
+	*out = NULL;
+	sw_error *e = NULL;
+	int r = sw_oci_store_open(out, dir, false, &e);
+	if (r == SW_ERR_NOT_FOUND && is_default) {
+		sw_error_free(e);
+		return 0;
+	}
+	if (r < 0) {
+		*err = e;
+		return r;
+	}
+	return 0;
+}
+
+/* ---------------------------------------------------------------- import */
+
+int sw_cmd_image_import(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "platform", required_argument, NULL, 'p' },
+		{ "compression", required_argument, NULL, 'c' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	if (wants_help(argc, argv)) {
+		fputs(import_usage, stdout);
+		return 0;
+	}
+	const char *platform_arg = NULL;
+	sw_oci_layer_opts lopts = { .compression = SW_OCI_COMPRESS_GZIP, .source_date_epoch = -1 };
+	optind = 0;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			platform_arg = optarg;
+			break;
+		case 'c':
+			if (strcmp(optarg, "gzip") == 0)
+				lopts.compression = SW_OCI_COMPRESS_GZIP;
+			else if (strcmp(optarg, "zstd") == 0)
+				lopts.compression = SW_OCI_COMPRESS_ZSTD;
+			else if (strcmp(optarg, "none") == 0)
+				lopts.compression = SW_OCI_COMPRESS_NONE;
+			else
+				return usage_error("import",
+						   "unknown compression '%s' (use gzip, zstd or "
+						   "none)",
+						   optarg);
+			break;
+		case 'h':
+			fputs(import_usage, stdout);
+			return 0;
+		default:
+			return bad_option("import", c, argv);
+		}
+	}
+	if (argc - optind != 2)
+		return usage_error("import", "expected ROOTFS.tar and DST, got %d argument%s",
+				   argc - optind, argc - optind == 1 ? "" : "s");
+	const char *tar_path = argv[optind];
+	const char *dst = argv[optind + 1];
+
+	cleanup_error sw_error *err = NULL;
+	sw_oci_platform plat = { 0 };
+	if (platform_arg && sw_oci_platform_parse(&plat, platform_arg, &err) < 0) {
+		int rc = usage_error("import", "--platform: %s", sw_error_msg(err));
+		return rc;
+	}
+	if (platform_arg && (!plat.os || !plat.architecture)) {
+		sw_oci_platform_clear(&plat);
+		return usage_error("import", "--platform '%s': expected OS/ARCH[/VARIANT]",
+				   platform_arg);
+	}
+	if (strncmp(dst, "docker://", 9) == 0) {
+		sw_oci_platform_clear(&plat);
+		return usage_error("import",
+				   "DST '%s' is a registry; import writes to a local layout. Import "
+				   "into oci:DIR:TAG (or NAME[:TAG]) first, then push it with "
+				   "'slipway image copy oci:DIR:TAG %s'",
+				   dst, dst);
+	}
+	sw_imgloc loc;
+	if (sw_imgloc_parse(&loc, dst, &err) < 0) {
+		sw_oci_platform_clear(&plat);
+		return usage_error("import", "%s", sw_error_msg(err));
+	}
+
+	/* SOURCE_DATE_EPOCH makes the import reproducible: mtimes are clamped to it as well */
+	const char *sde = getenv("SOURCE_DATE_EPOCH");
+	if (sde && *sde) {
+		char *end = NULL;
+		long long v = strtoll(sde, &end, 10);
+		if (end && !*end && v >= 0)
+			lopts.source_date_epoch = v;
+	}
+
+	int rc = 0;
+	sw_oci_store *store = NULL;
+	sw_oci_descriptor desc = { 0 };
+	if (sw_oci_store_open(&store, loc.dir, true, &err) < 0 ||
+	    sw_oci_image_import(&desc, store, tar_path, loc.tag, platform_arg ? &plat : NULL,
+				&lopts, &err) < 0) {
+		rc = sw_cli_fail(err);
+	} else {
+		printf("%s\n", desc.digest.s);
+		if (fflush(stdout) != 0)
+			rc = 1;
+	}
+	sw_oci_descriptor_clear(&desc);
+	sw_oci_store_free(store);
+	sw_imgloc_clear(&loc);
+	sw_oci_platform_clear(&plat);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- inspect */
+
+/* Read a stored (verified) blob and parse it as JSON; the raw bytes too when asked. */
+static int read_json_blob(json_t **out, sw_oci_store *s, const sw_digest *d, size_t max,
+			  sw_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	int r = sw_oci_store_read_blob(&buf, &len, s, d, max, err);
+	if (r < 0)
+		return r;
+	json_error_t jerr;
+	*out = json_loadb(buf, len, 0, &jerr);
+	if (!*out)
+		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, 0, "blob %s: not JSON: %s",
+				    d->s, jerr.text);
+	return 0;
+}
+
+static int write_raw_blob(sw_oci_store *s, const sw_digest *d, sw_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	int r = sw_oci_store_read_blob(&buf, &len, s, d, SW_OCI_MAX_MANIFEST_BYTES, err);
+	if (r < 0)
+		return r;
+	if (fwrite(buf, 1, len, stdout) != len || fflush(stdout) != 0)
+		return sw_error_set(err, SW_ERR_GENERIC, "write to stdout failed");
+	return 0;
+}
+
+/* "os/arch[/variant]" of a config. Caller frees. */
+static char *config_platform(const sw_oci_config *cfg)
+{
+	sw_oci_platform p = { .os = cfg->os, .architecture = cfg->architecture,
+			      .variant = cfg->variant };
+	if (!p.os || !p.architecture)
+		return sw_xstrdup("unknown");
+	return sw_oci_platform_str(&p);
+}
+
+static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
+			    const sw_oci_descriptor *desc, const sw_oci_manifest *m,
+			    const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json)
+{
+	json_t *o = json_object();
+	json_object_set_new(o, "name", json_string(ref));
+	json_object_set_new(o, "digest", json_string(desc->digest.s));
+	json_object_set_new(o, "mediaType", json_string(desc->media_type));
+	json_object_set_new(o, "size", json_integer(desc->size));
+	cleanup_free char *plat = config_platform(cfg);
+	json_object_set_new(o, "platform", json_string(plat));
+	if (!sw_oci_digest_eq(&top->digest, &desc->digest))
+		json_object_set_new(o, "indexDigest", json_string(top->digest.s));
+	json_object_set(o, "config", config_json);
+	json_t *layers = json_array();
+	for (size_t i = 0; i < m->n_layers; i++) {
+		const sw_oci_descriptor *l = &m->layers[i];
+		json_t *lj = json_object();
+		json_object_set_new(lj, "digest", json_string(l->digest.s));
+		json_object_set_new(lj, "size", json_integer(l->size));
+		json_object_set_new(lj, "mediaType", json_string(l->media_type));
+		json_object_set_new(lj, "diffID", i < cfg->n_diff_ids
+							  ? json_string(cfg->diff_ids[i].s)
+							  : json_null());
+		json_array_append_new(layers, lj);
+	}
+	json_object_set_new(o, "layers", layers);
+	json_object_set(o, "manifest", manifest_json);
+	return o;
+}
+
+static int inspect_local(const char *ref, const sw_imgloc *loc, const sw_oci_platform *want,
+			 bool raw, sw_error **err)
+{
+	sw_oci_store *s = NULL;
+	int r = open_for_reading(&s, loc->dir, loc->is_default_store, err);
+	if (r < 0)
+		return r;
+	if (!s)
+		return sw_error_set(err, SW_ERR_NOT_FOUND, "image '%s' not found in %s (the store "
+							   "is empty)",
+				    loc->tag, loc->dir);
+	sw_oci_descriptor top = { 0 }, desc = { 0 };
+	sw_oci_manifest m = { 0 };
+	sw_oci_config cfg = { 0 };
+	json_t *mj = NULL, *cj = NULL, *o = NULL;
+	r = sw_oci_store_resolve(&top, s, loc->tag, err);
+	if (r < 0)
+		goto out;
+	if (raw && !(want && sw_oci_media_type_is_index(top.media_type))) {
+		r = write_raw_blob(s, &top.digest, err);
+		goto out;
+	}
+	r = sw_oci_store_load_image(&desc, &m, &cfg, s, loc->tag, want, err);
+	if (r < 0)
+		goto out;
+	if (raw) {
+		r = write_raw_blob(s, &desc.digest, err);
+		goto out;
+	}
+	r = read_json_blob(&mj, s, &desc.digest, SW_OCI_MAX_MANIFEST_BYTES, err);
+	if (r < 0)
+		goto out;
+	r = read_json_blob(&cj, s, &m.config.digest, SW_OCI_MAX_CONFIG_BYTES, err);
+	if (r < 0)
+		goto out;
+	o = inspect_json(ref, &top, &desc, &m, &cfg, mj, cj);
+	if (json_dumpf(o, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF ||
+	    fflush(stdout) != 0)
+		r = sw_error_set(err, SW_ERR_GENERIC, "write to stdout failed");
+out:
+	if (o)
+		json_decref(o);
+	if (mj)
+		json_decref(mj);
+	if (cj)
+		json_decref(cj);
+	sw_oci_config_clear(&cfg);
+	sw_oci_manifest_clear(&m);
+	sw_oci_descriptor_clear(&desc);
+	sw_oci_descriptor_clear(&top);
+	sw_oci_store_free(s);
+	return r;
+}
+
+int sw_cmd_image_inspect(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "platform", required_argument, NULL, 'p' },
+		{ "raw", no_argument, NULL, 'r' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	if (wants_help(argc, argv)) {
+		fputs(inspect_usage, stdout);
+		return 0;
+	}
+	const char *platform_arg = NULL;
+	bool raw = false;
+	optind = 0;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":h", opts, NULL)) != -1) {
+		switch (c) {
+		case 'p':
+			platform_arg = optarg;
+			break;
+		case 'r':
+			raw = true;
+			break;
+		case 'h':
+			fputs(inspect_usage, stdout);
+			return 0;
+		default:
+			return bad_option("inspect", c, argv);
+		}
+	}
+	if (argc - optind != 1)
+		return usage_error("inspect", "expected one REF, got %d arguments", argc - optind);
+	const char *ref = argv[optind];
+	if (strncmp(ref, "docker://", 9) == 0)
+		return sw_cmd_image_inspect_remote(argc, argv);
+
+	cleanup_error sw_error *err = NULL;
+	sw_oci_platform plat = { 0 };
+	if (platform_arg && sw_oci_platform_parse(&plat, platform_arg, &err) < 0)
+		return usage_error("inspect", "--platform: %s", sw_error_msg(err));
+	sw_imgloc loc;
+	if (sw_imgloc_parse(&loc, ref, &err) < 0) {
+		sw_oci_platform_clear(&plat);
+		return usage_error("inspect", "%s", sw_error_msg(err));
+	}
+	int rc = 0;
+	if (inspect_local(ref, &loc, platform_arg ? &plat : NULL, raw, &err) < 0)
+		rc = sw_cli_fail(err);
+	sw_imgloc_clear(&loc);
+	sw_oci_platform_clear(&plat);
+	return rc;
+}
+
+/* ---------------------------------------------------------------- ls */
+
+typedef struct ls_row {
+	char *name; /* NULL when the entry has no ref.name */
+	sw_oci_descriptor desc;
+	int64_t size; /* -1: unknown */
+	char *platform;
+	size_t order;
+} ls_row;
+
+/* Size (config + layers) and platform of one image manifest. */
+static int manifest_summary(int64_t *size, char **platform, sw_oci_store *s,
+			    const sw_oci_descriptor *d, sw_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	int r = sw_oci_store_read_blob(&buf, &len, s, &d->digest, SW_OCI_MAX_MANIFEST_BYTES, err);
+	if (r < 0)
+		return r;
+	sw_oci_manifest m;
+	r = sw_oci_manifest_parse(&m, buf, len, d->media_type, err);
+	if (r < 0)
+		return sw_error_wrap(err, "manifest %s", d->digest.s);
+	int64_t total = m.config.size;
+	for (size_t i = 0; i < m.n_layers; i++)
+		total += m.layers[i].size;
+	cleanup_free char *cbuf = NULL;
+	size_t clen = 0;
+	r = sw_oci_store_read_blob(&cbuf, &clen, s, &m.config.digest, SW_OCI_MAX_CONFIG_BYTES,
+				   err);
+	sw_oci_manifest_clear(&m);
+	if (r < 0)
+		return r;
+	sw_oci_config cfg;
+	r = sw_oci_config_parse(&cfg, cbuf, clen, err);
+	if (r < 0)
+		return sw_error_wrap(err, "config of %s", d->digest.s);
+	*platform = config_platform(&cfg);
+	sw_oci_config_clear(&cfg);
+	*size = total;
+	return 0;
+}
+
+static int index_summary(int64_t *size, char **platform, sw_oci_store *s,
+			 const sw_oci_descriptor *d, sw_error **err)
+{
+	cleanup_free char *buf = NULL;
+	size_t len = 0;
+	int r = sw_oci_store_read_blob(&buf, &len, s, &d->digest, SW_OCI_MAX_MANIFEST_BYTES, err);
+	if (r < 0)
+		return r;
+	sw_oci_index ix;
+	r = sw_oci_index_parse(&ix, buf, len, d->media_type, err);
+	if (r < 0)
+		return sw_error_wrap(err, "index %s", d->digest.s);
+	sw_buf plats = SW_BUF_INIT(0);
+	for (size_t i = 0; i < ix.n_manifests; i++) {
+		const sw_oci_platform *p = ix.manifests[i].platform;
+		if (!p || !p->os || strcmp(p->os, "unknown") == 0)
+			continue;
+		cleanup_free char *ps = sw_oci_platform_str(p);
+		if ((plats.len && sw_buf_puts(&plats, ",", err) < 0) ||
+		    sw_buf_puts(&plats, ps, err) < 0)
+			break;
+	}
+	*platform = plats.len ? sw_buf_steal(&plats, NULL) : sw_xstrdup("-");
+	sw_buf_free(&plats);
+	const sw_oci_descriptor *sel = NULL;
+	char *ignored = NULL;
+	*size = -1;
+	sw_oci_platform host = { 0 };
+	sw_oci_platform_default(&host);
+	int found = sw_oci_index_select(&sel, &ix, &host, NULL);
+	sw_oci_platform_clear(&host);
+	if (found == 0 &&
+	    sw_oci_store_has_blob(s, &sel->digest) &&
+	    manifest_summary(size, &ignored, s, sel, NULL) < 0)
+		*size = -1;
+	free(ignored);
+	sw_oci_index_clear(&ix);
+	return 0;
+}
+
+static void ls_describe(ls_row *row, sw_oci_store *s)
+{
+	cleanup_error sw_error *err = NULL;
+	int r;
+	row->size = -1;
+	if (sw_oci_media_type_is_index(row->desc.media_type))
+		r = index_summary(&row->size, &row->platform, s, &row->desc, &err);
+	else
+		r = manifest_summary(&row->size, &row->platform, s, &row->desc, &err);
+	if (r < 0) {
+		row->size = -1;
+		SW_LOG(SW_LOG_WARN, "%s: %s", row->name ? row->name : row->desc.digest.s,
+		       sw_error_msg(err));
+	}
+	if (!row->platform)
+		row->platform = sw_xstrdup("-");
+}
+
+static int ls_row_cmp(const void *a, const void *b)
+{
+	const ls_row *x = a, *y = b;
+	if (x->name && y->name) {
+		int c = strcmp(x->name, y->name);
+		if (c)
+			return c;
+	} else if (x->name || y->name) {
+		return x->name ? -1 : 1;
+	}
+	return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* Sizes as people read them: 512B, 4.26MB, 1.1GB (powers of 1000, three digits). */
+static void human_size(char *buf, size_t n, int64_t v)
+{
+	static const char *const units[] = { "B", "kB", "MB", "GB", "TB", "PB" };
+	if (v < 0) {
+		snprintf(buf, n, "-");
+		return;
+	}
+	double x = (double)v;
+	size_t u = 0;
+	while (x >= 999.5 && u + 1 < SW_ARRAY_SIZE(units)) {
+		x /= 1000;
+		u++;
+	}
+	if (u == 0)
+		snprintf(buf, n, "%lldB", (long long)v);
+	else if (x < 9.995)
+		snprintf(buf, n, "%.2f%s", x, units[u]);
+	else if (x < 99.95)
+		snprintf(buf, n, "%.1f%s", x, units[u]);
+	else
+		snprintf(buf, n, "%.0f%s", x, units[u]);
+}
+
+static void print_table(const ls_row *rows, size_t n)
+{
+	const char *hdr[4] = { "NAME", "DIGEST", "SIZE", "PLATFORM" };
+	size_t w[3] = { strlen(hdr[0]), strlen(hdr[1]), strlen(hdr[2]) };
+	char (*sizes)[32] = sw_xcalloc(n ? n : 1, sizeof(*sizes));
+	char (*digests)[24] = sw_xcalloc(n ? n : 1, sizeof(*digests));
+	for (size_t i = 0; i < n; i++) {
+		human_size(sizes[i], sizeof(sizes[i]), rows[i].size);
+		snprintf(digests[i], sizeof(digests[i]), "sha256:%.12s",
+			 sw_oci_digest_hex(&rows[i].desc.digest));
+		size_t ln = strlen(rows[i].name ? rows[i].name : "<none>");
+		w[0] = ln > w[0] ? ln : w[0];
+		w[1] = strlen(digests[i]) > w[1] ? strlen(digests[i]) : w[1];
+		w[2] = strlen(sizes[i]) > w[2] ? strlen(sizes[i]) : w[2];
+	}
+	printf("%-*s   %-*s   %-*s   %s\n", (int)w[0], hdr[0], (int)w[1], hdr[1], (int)w[2],
+	       hdr[2], hdr[3]);
+	for (size_t i = 0; i < n; i++)
+		printf("%-*s   %-*s   %-*s   %s\n", (int)w[0], rows[i].name ? rows[i].name : "<none>",
+		       (int)w[1], digests[i], (int)w[2], sizes[i], rows[i].platform);
+	free(sizes);
+	free(digests);
+}
+
+static json_t *rows_json(const ls_row *rows, size_t n)
+{
+	json_t *a = json_array();
+	for (size_t i = 0; i < n; i++) {
+		json_t *o = json_object();
+		json_object_set_new(o, "name", rows[i].name ? json_string(rows[i].name)
+							   : json_null());
+		json_object_set_new(o, "digest", json_string(rows[i].desc.digest.s));
+		json_object_set_new(o, "mediaType", json_string(rows[i].desc.media_type));
+		json_object_set_new(o, "size",
+				    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
+		json_object_set_new(o, "platform", json_string(rows[i].platform));
+		json_array_append_new(a, o);
+	}
+	return a;
+}
+
+int sw_cmd_image_ls(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "quiet", no_argument, NULL, 'q' },
+		{ "json", no_argument, NULL, 'j' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	if (wants_help(argc, argv)) {
+		fputs(ls_usage, stdout);
+		return 0;
+	}
+	bool quiet = false, as_json = false;
+	optind = 0;
+	opterr = 0;
+	int c;
+	while ((c = getopt_long(argc, argv, ":hq", opts, NULL)) != -1) {
+		switch (c) {
+		case 'q':
+			quiet = true;
+			break;
+		case 'j':
+			as_json = true;
+			break;
+		case 'h':
+			fputs(ls_usage, stdout);
+			return 0;
+		default:
+			return bad_option("ls", c, argv);
+		}
+	}
+	if (argc - optind > 1)
+		return usage_error("ls", "expected at most one oci:DIR, got %d arguments",
+				   argc - optind);
+	if (quiet && as_json)
+		return usage_error("ls", "--quiet and --json cannot be used together");
+	cleanup_free char *dir = NULL;
+	bool is_default = false;
+	if (argc - optind == 1) {
+		const char *arg = argv[optind];
+		if (strncmp(arg, "oci:", 4) != 0 || !arg[4])
+			return usage_error("ls", "'%s': expected oci:DIR", arg);
+		dir = sw_xstrdup(arg + 4);
+	} else {
+		dir = sw_cli_default_store_dir();
+		is_default = true;
+	}
+
+	cleanup_error sw_error *err = NULL;
+	sw_oci_store *s = NULL;
+	if (open_for_reading(&s, dir, is_default, &err) < 0)
+		return sw_cli_fail(err);
+	sw_oci_index ix = { 0 };
+	if (s && sw_oci_store_list(&ix, s, &err) < 0) {
+		sw_oci_store_free(s);
+		return sw_cli_fail(err);
+	}
+	ls_row *rows = sw_xcalloc(ix.n_manifests ? ix.n_manifests : 1, sizeof(*rows));
+	for (size_t i = 0; i < ix.n_manifests; i++) {
+		const char *name = sw_oci_descriptor_annotation(&ix.manifests[i],
+								SW_OCI_ANNOT_REF_NAME);
+		rows[i].name = name ? sw_xstrdup(name) : NULL;
+		sw_oci_descriptor_copy(&rows[i].desc, &ix.manifests[i]);
+		rows[i].order = i;
+		if (!quiet)
+			ls_describe(&rows[i], s);
+	}
+	size_t n = ix.n_manifests;
+	qsort(rows, n, sizeof(*rows), ls_row_cmp);
+	int rc = 0;
+	if (quiet) {
+		for (size_t i = 0; i < n; i++)
+			printf("%s\n", rows[i].name ? rows[i].name : rows[i].desc.digest.s);
+	} else if (as_json) {
+		json_auto_t *a = rows_json(rows, n);
+		if (json_dumpf(a, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF)
+			rc = 1;
+	} else {
+		print_table(rows, n);
+	}
+	if (fflush(stdout) != 0)
+		rc = 1;
+	for (size_t i = 0; i < n; i++) {
+		free(rows[i].name);
+		free(rows[i].platform);
+		sw_oci_descriptor_clear(&rows[i].desc);
+	}
+	free(rows);
+	sw_oci_index_clear(&ix);
+	sw_oci_store_free(s);
+	return rc;
+}
