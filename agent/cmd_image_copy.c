@@ -56,8 +56,6 @@ static const char copy_usage[] =
 	"environment: SLIPWAY_INSECURE_REGISTRIES, SLIPWAY_REGISTRY_CA (extra CA bundle),\n"
 	"DOCKER_CONFIG.\n";
 
-static const char inspect_usage_hint[] = "Run 'slipway image %s --help' for usage.\n";
-
 static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
 static int usage_error(const char *cmd, const char *fmt, ...)
 {
@@ -65,8 +63,8 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 	va_start(ap, fmt);
 	cleanup_free char *m = sw_xvasprintf(fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "slipway: error: image %s: %s\n", cmd, m);
-	fprintf(stderr, inspect_usage_hint, cmd);
+	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
+		cmd, m, cmd);
 	return 2;
 }
 
@@ -377,7 +375,7 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 	sw_oci_registry *r = NULL;
 	if (sw_oci_registry_new(&r, ref->registry, sw_cli_registry_opts(), err) < 0)
 		return sw_error_code_of(*err);
-	cleanup_free char *top_buf = NULL, *buf = NULL, *cbuf = NULL;
+	cleanup_free char *top_buf = NULL, *buf = NULL, *cbuf = NULL, *plat = NULL;
 	size_t top_len = 0, len = 0, clen = 0;
 	sw_oci_descriptor top = { 0 }, desc = { 0 };
 	sw_oci_manifest m = { 0 };
@@ -444,7 +442,7 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 	json_object_set_new(o, "digest", json_string(desc.digest.s));
 	json_object_set_new(o, "mediaType", json_string(desc.media_type));
 	json_object_set_new(o, "size", json_integer(desc.size));
-	cleanup_free char *plat = config_platform(&cfg);
+	plat = config_platform(&cfg);
 	json_object_set_new(o, "platform", json_string(plat));
 	if (!sw_oci_digest_eq(&top.digest, &desc.digest))
 		json_object_set_new(o, "indexDigest", json_string(top.digest.s));

@@ -13,72 +13,72 @@
 /* ---------------------------------------------------------------- shared helpers */
 
 static const char import_usage[] =
-	"usage: slipway image import [--platform OS/ARCH[/VARIANT]] [--compression gzip|zstd|none]\n"
-	"                            ROOTFS.tar DST\n"
-	"\n"
-	"Make a one-layer image from a root filesystem tarball and store it, tagged, in a local\n"
-	"OCI image layout. Prints the manifest digest (sha256:...) on stdout.\n"
-	"\n"
-	"ROOTFS.tar is a tar archive (plain, or compressed in any format libarchive reads) of the\n"
-	"root filesystem; its entries must be relative paths without '..' and are re-packed in\n"
-	"their order as the image's only layer. The image config gets the platform, the layer's\n"
-	"diff ID, Env [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"], one\n"
-	"history entry \"slipway image import BASENAME\", and as its creation time\n"
-	"SOURCE_DATE_EPOCH when that is set (then importing the same tarball again gives the same\n"
-	"digest) or else the current time.\n"
-	"\n"
-	"DST:\n"
-	"  oci:DIR[:TAG]   an OCI image layout folder, created when missing (TAG default 'latest')\n"
-	"  NAME[:TAG]      the local store under the state folder (TAG default 'latest')\n"
-	"  To put an image in a registry, import it first, then use 'slipway image copy'.\n"
-	"\n"
-	"options:\n"
-	"  --platform OS/ARCH[/VARIANT]  platform written in the image config (default: this\n"
-	"                                machine's, e.g. linux/amd64)\n"
-	"  --compression ALGO            layer compression: gzip (default), zstd or none\n"
-	"  -h, --help                    show this help\n";
+        "usage: slipway image import [--platform OS/ARCH[/VARIANT]]\n"
+        "                            [--compression gzip|zstd|none] ROOTFS.tar DST\n"
+        "\n"
+        "Make a one-layer image from a root filesystem tarball and store it, tagged, in a local\n"
+        "OCI image layout. Prints the manifest digest (sha256:...) on stdout.\n"
+        "\n"
+        "ROOTFS.tar is a tar archive (plain, or compressed in any format libarchive reads) of the\n"
+        "root filesystem; its entries must be relative paths without '..' and are re-packed in\n"
+        "their order as the image's only layer. The image config gets the platform, the layer's\n"
+        "diff ID, Env [\"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin\"], one\n"
+        "history entry \"slipway image import BASENAME\", and as its creation time\n"
+        "SOURCE_DATE_EPOCH when that is set (then importing the same tarball again gives the same\n"
+        "digest) or else the current time.\n"
+        "\n"
+        "DST:\n"
+        "  oci:DIR[:TAG]   an OCI image layout folder, created when missing (TAG default 'latest')\n"
+        "  NAME[:TAG]      the local store under the state folder (TAG default 'latest')\n"
+        "  To put an image in a registry, import it first, then use 'slipway image copy'.\n"
+        "\n"
+        "options:\n"
+        "  --platform OS/ARCH[/VARIANT]  platform written in the image config (default: this\n"
+        "                                machine's, e.g. linux/amd64)\n"
+        "  --compression ALGO            layer compression: gzip (default), zstd or none\n"
+        "  -h, --help                    show this help\n";
 
 static const char inspect_usage[] =
-	"usage: slipway image inspect [--platform OS/ARCH[/VARIANT]] [--raw] REF\n"
-	"\n"
-	"Print an image's manifest digest, config and layers as JSON:\n"
-	"  {\"name\": REF as given, \"digest\": manifest digest, \"mediaType\", \"size\": manifest\n"
-	"   size in bytes, \"platform\": \"OS/ARCH[/VARIANT]\" from the config,\n"
-	"   \"indexDigest\": only when REF names an index (the platform's manifest is shown),\n"
-	"   \"config\": the whole image config, \"layers\": [{\"digest\", \"size\", \"mediaType\",\n"
-	"   \"diffID\"}], \"manifest\": the whole manifest}\n"
-	"\n"
-	"REF:\n"
-	"  oci:DIR[:TAG]                            an OCI image layout (TAG default 'latest')\n"
-	"  NAME[:TAG] or sha256:DIGEST              the local store (TAG default 'latest')\n"
-	"  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]  a registry\n"
-	"\n"
-	"options:\n"
-	"  --platform OS/ARCH[/VARIANT]  which manifest of an index to show (default: this\n"
-	"                                machine's platform)\n"
-	"  --raw                         print the manifest (or index) REF names, byte for byte as\n"
-	"                                stored, with no newline added; with --platform an index\n"
-	"                                is first narrowed to that platform's manifest\n"
-	"  -h, --help                    show this help\n";
+        "usage: slipway image inspect [--platform OS/ARCH[/VARIANT]] [--raw] REF\n"
+        "\n"
+        "Print an image's manifest digest, config and layers as JSON:\n"
+        "  {\"name\": REF as given, \"digest\": manifest digest, \"mediaType\", \"size\": manifest\n"
+        "   size in bytes, \"platform\": \"OS/ARCH[/VARIANT]\" from the config,\n"
+        "   \"indexDigest\": only when REF names an index (the platform's manifest is shown),\n"
+        "   \"config\": the whole image config, \"layers\": [{\"digest\", \"size\", \"mediaType\",\n"
+        "   \"diffID\"}], \"manifest\": the whole manifest}\n"
+        "\n"
+        "REF:\n"
+        "  oci:DIR[:TAG]                            an OCI image layout (TAG default 'latest')\n"
+        "  NAME[:TAG] or sha256:DIGEST              the local store (TAG default 'latest')\n"
+        "  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]  a registry\n"
+        "\n"
+        "options:\n"
+        "  --platform OS/ARCH[/VARIANT]  which manifest of an index to show (default: this\n"
+        "                                machine's platform)\n"
+        "  --raw                         print the manifest (or index) REF names, byte for byte as\n"
+        "                                stored, with no newline added; with --platform an index\n"
+        "                                is first narrowed to that platform's manifest\n"
+        "  -h, --help                    show this help\n";
 
 static const char ls_usage[] =
-	"usage: slipway image ls [--quiet] [--json] [oci:DIR]\n"
-	"\n"
-	"List the images of an OCI image layout (default: the local store under the state folder),\n"
-	"sorted by name, as a table:\n"
-	"  NAME      the tag (the org.opencontainers.image.ref.name annotation), or <none>\n"
-	"  DIGEST    the manifest (or index) digest, shortened to sha256: and 12 hex digits\n"
-	"  SIZE      config plus layers as stored (compressed), in kB/MB/GB (powers of 1000);\n"
-	"            for an index, the image of this machine's platform\n"
-	"  PLATFORM  OS/ARCH[/VARIANT] from the config; for an index the platforms it lists\n"
-	"An empty store prints only the header. Values that cannot be read show as '-', with a\n"
-	"warning on stderr.\n"
-	"\n"
-	"options:\n"
-	"  -q, --quiet   print only the names (the full digest for entries without a name)\n"
-	"  --json        print a JSON array of {\"name\" (null without one), \"digest\",\n"
-	"                \"mediaType\", \"size\" (bytes, null if unknown), \"platform\"}\n"
-	"  -h, --help    show this help\n";
+        "usage: slipway image ls [--quiet] [--json] [oci:DIR]\n"
+        "\n"
+        "List the images of an OCI image layout (default: the local store under the state folder),\n"
+        "sorted by name, as a table:\n"
+        "  NAME      the tag (the org.opencontainers.image.ref.name annotation), or <none>\n"
+        "  DIGEST    the manifest (or index) digest, shortened to sha256: and 12 hex digits\n"
+        "  SIZE      config plus layers as stored (compressed), in kB/MB/GB (powers of 1000);\n"
+        "            for an index, the image of this machine's platform\n"
+        "  PLATFORM  OS/ARCH[/VARIANT] from the config; for an index the platforms it lists\n"
+        "An empty store prints only the header. Values that cannot be read show as '-', with a\n"
+        "warning on stderr.\n"
+        "\n"
+        "options:\n"
+        "  -q, --quiet   print only the names (the full digest for entries without a name)\n"
+        "  --json        print a JSON array of {\"name\" (null without one), \"digest\",\n"
+        "                \"mediaType\", \"size\" (bytes, null if unknown), \"platform\"}\n"
+        "  -h, --help    show this help\n";
 
 /* A usage error: message, a pointer to --help, exit code 2. */
 static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
@@ -89,7 +89,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 	cleanup_free char *m = sw_xvasprintf(fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
-		cmd, m, cmd);
+	        cmd, m, cmd);
 	return 2;
 }
 
@@ -114,8 +114,7 @@ static bool wants_help(int argc, char **argv)
 }
 
 /* Open the layout a command reads; a missing default store reads as empty (*out = NULL). */
-static int open_for_reading(sw_oci_store **out, const char *dir, bool is_default,
-			    sw_error **err)
+static int open_for_reading(sw_oci_store **out, const char *dir, bool is_default, sw_error **err)
 {
 	*out = NULL;
 	sw_error *e = NULL;
@@ -163,10 +162,10 @@ int sw_cmd_image_import(int argc, char **argv)
 			else if (strcmp(optarg, "none") == 0)
 				lopts.compression = SW_OCI_COMPRESS_NONE;
 			else
-				return usage_error("import",
-						   "unknown compression '%s' (use gzip, zstd or "
-						   "none)",
-						   optarg);
+				return usage_error(
+				        "import",
+				        "unknown compression '%s' (use gzip, zstd or none)",
+				        optarg);
 			break;
 		case 'h':
 			fputs(import_usage, stdout);
@@ -177,7 +176,7 @@ int sw_cmd_image_import(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		return usage_error("import", "expected ROOTFS.tar and DST, got %d argument%s",
-				   argc - optind, argc - optind == 1 ? "" : "s");
+		                   argc - optind, argc - optind == 1 ? "" : "s");
 	const char *tar_path = argv[optind];
 	const char *dst = argv[optind + 1];
 
@@ -190,15 +189,16 @@ int sw_cmd_image_import(int argc, char **argv)
 	if (platform_arg && (!plat.os || !plat.architecture)) {
 		sw_oci_platform_clear(&plat);
 		return usage_error("import", "--platform '%s': expected OS/ARCH[/VARIANT]",
-				   platform_arg);
+		                   platform_arg);
 	}
 	if (strncmp(dst, "docker://", 9) == 0) {
 		sw_oci_platform_clear(&plat);
-		return usage_error("import",
-				   "DST '%s' is a registry; import writes to a local layout. Import "
-				   "into oci:DIR:TAG (or NAME[:TAG]) first, then push it with "
-				   "'slipway image copy oci:DIR:TAG %s'",
-				   dst, dst);
+		return usage_error(
+		        "import",
+		        "DST '%s' is a registry; import writes to a local layout. "
+		        "Import into oci:DIR:TAG (or NAME[:TAG]) first, then push it with "
+		        "'slipway image copy oci:DIR:TAG %s'",
+		        dst, dst);
 	}
 	sw_imgloc loc;
 	if (sw_imgloc_parse(&loc, dst, &err) < 0) {
@@ -220,7 +220,7 @@ int sw_cmd_image_import(int argc, char **argv)
 	sw_oci_descriptor desc = { 0 };
 	if (sw_oci_store_open(&store, loc.dir, true, &err) < 0 ||
 	    sw_oci_image_import(&desc, store, tar_path, loc.tag, platform_arg ? &plat : NULL,
-				&lopts, &err) < 0) {
+	                        &lopts, &err) < 0) {
 		rc = sw_cli_fail(err);
 	} else {
 		printf("%s\n", desc.digest.s);
@@ -238,7 +238,7 @@ int sw_cmd_image_import(int argc, char **argv)
 
 /* Read a stored (verified) blob and parse it as JSON; the raw bytes too when asked. */
 static int read_json_blob(json_t **out, sw_oci_store *s, const sw_digest *d, size_t max,
-			  sw_error **err)
+                          sw_error **err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -249,7 +249,7 @@ static int read_json_blob(json_t **out, sw_oci_store *s, const sw_digest *d, siz
 	*out = json_loadb(buf, len, 0, &jerr);
 	if (!*out)
 		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, 0, "blob %s: not JSON: %s",
-				    d->s, jerr.text);
+		                    d->s, jerr.text);
 	return 0;
 }
 
@@ -268,16 +268,17 @@ static int write_raw_blob(sw_oci_store *s, const sw_digest *d, sw_error **err)
 /* "os/arch[/variant]" of a config. Caller frees. */
 static char *config_platform(const sw_oci_config *cfg)
 {
-	sw_oci_platform p = { .os = cfg->os, .architecture = cfg->architecture,
-			      .variant = cfg->variant };
+	sw_oci_platform p = { .os = cfg->os,
+		              .architecture = cfg->architecture,
+		              .variant = cfg->variant };
 	if (!p.os || !p.architecture)
 		return sw_xstrdup("unknown");
 	return sw_oci_platform_str(&p);
 }
 
 static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
-			    const sw_oci_descriptor *desc, const sw_oci_manifest *m,
-			    const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json)
+                            const sw_oci_descriptor *desc, const sw_oci_manifest *m,
+                            const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json)
 {
 	json_t *o = json_object();
 	json_object_set_new(o, "name", json_string(ref));
@@ -296,9 +297,9 @@ static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
 		json_object_set_new(lj, "digest", json_string(l->digest.s));
 		json_object_set_new(lj, "size", json_integer(l->size));
 		json_object_set_new(lj, "mediaType", json_string(l->media_type));
-		json_object_set_new(lj, "diffID", i < cfg->n_diff_ids
-							  ? json_string(cfg->diff_ids[i].s)
-							  : json_null());
+		json_object_set_new(lj, "diffID",
+		                    i < cfg->n_diff_ids ? json_string(cfg->diff_ids[i].s)
+		                                        : json_null());
 		json_array_append_new(layers, lj);
 	}
 	json_object_set_new(o, "layers", layers);
@@ -307,16 +308,16 @@ static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
 }
 
 static int inspect_local(const char *ref, const sw_imgloc *loc, const sw_oci_platform *want,
-			 bool raw, sw_error **err)
+                         bool raw, sw_error **err)
 {
 	sw_oci_store *s = NULL;
 	int r = open_for_reading(&s, loc->dir, loc->is_default_store, err);
 	if (r < 0)
 		return r;
 	if (!s)
-		return sw_error_set(err, SW_ERR_NOT_FOUND, "image '%s' not found in %s (the store "
-							   "is empty)",
-				    loc->tag, loc->dir);
+		return sw_error_set(err, SW_ERR_NOT_FOUND,
+		                    "image '%s' not found in %s (the store is empty)", loc->tag,
+		                    loc->dir);
 	sw_oci_descriptor top = { 0 }, desc = { 0 };
 	sw_oci_manifest m = { 0 };
 	sw_oci_config cfg = { 0 };
@@ -427,7 +428,7 @@ typedef struct ls_row {
 
 /* Size (config + layers) and platform of one image manifest. */
 static int manifest_summary(int64_t *size, char **platform, sw_oci_store *s,
-			    const sw_oci_descriptor *d, sw_error **err)
+                            const sw_oci_descriptor *d, sw_error **err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -443,8 +444,7 @@ static int manifest_summary(int64_t *size, char **platform, sw_oci_store *s,
 		total += m.layers[i].size;
 	cleanup_free char *cbuf = NULL;
 	size_t clen = 0;
-	r = sw_oci_store_read_blob(&cbuf, &clen, s, &m.config.digest, SW_OCI_MAX_CONFIG_BYTES,
-				   err);
+	r = sw_oci_store_read_blob(&cbuf, &clen, s, &m.config.digest, SW_OCI_MAX_CONFIG_BYTES, err);
 	sw_oci_manifest_clear(&m);
 	if (r < 0)
 		return r;
@@ -459,7 +459,7 @@ static int manifest_summary(int64_t *size, char **platform, sw_oci_store *s,
 }
 
 static int index_summary(int64_t *size, char **platform, sw_oci_store *s,
-			 const sw_oci_descriptor *d, sw_error **err)
+                         const sw_oci_descriptor *d, sw_error **err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -489,8 +489,7 @@ static int index_summary(int64_t *size, char **platform, sw_oci_store *s,
 	sw_oci_platform_default(&host);
 	int found = sw_oci_index_select(&sel, &ix, &host, NULL);
 	sw_oci_platform_clear(&host);
-	if (found == 0 &&
-	    sw_oci_store_has_blob(s, &sel->digest) &&
+	if (found == 0 && sw_oci_store_has_blob(s, &sel->digest) &&
 	    manifest_summary(size, &ignored, s, sel, NULL) < 0)
 		*size = -1;
 	free(ignored);
@@ -557,22 +556,23 @@ static void print_table(const ls_row *rows, size_t n)
 {
 	const char *hdr[4] = { "NAME", "DIGEST", "SIZE", "PLATFORM" };
 	size_t w[3] = { strlen(hdr[0]), strlen(hdr[1]), strlen(hdr[2]) };
-	char (*sizes)[32] = sw_xcalloc(n ? n : 1, sizeof(*sizes));
-	char (*digests)[24] = sw_xcalloc(n ? n : 1, sizeof(*digests));
+	char(*sizes)[32] = sw_xcalloc(n ? n : 1, sizeof(*sizes));
+	char(*digests)[24] = sw_xcalloc(n ? n : 1, sizeof(*digests));
 	for (size_t i = 0; i < n; i++) {
 		human_size(sizes[i], sizeof(sizes[i]), rows[i].size);
 		snprintf(digests[i], sizeof(digests[i]), "sha256:%.12s",
-			 sw_oci_digest_hex(&rows[i].desc.digest));
+		         sw_oci_digest_hex(&rows[i].desc.digest));
 		size_t ln = strlen(rows[i].name ? rows[i].name : "<none>");
 		w[0] = ln > w[0] ? ln : w[0];
 		w[1] = strlen(digests[i]) > w[1] ? strlen(digests[i]) : w[1];
 		w[2] = strlen(sizes[i]) > w[2] ? strlen(sizes[i]) : w[2];
 	}
-	printf("%-*s   %-*s   %-*s   %s\n", (int)w[0], hdr[0], (int)w[1], hdr[1], (int)w[2],
-	       hdr[2], hdr[3]);
+	printf("%-*s   %-*s   %-*s   %s\n", (int)w[0], hdr[0], (int)w[1], hdr[1], (int)w[2], hdr[2],
+	       hdr[3]);
 	for (size_t i = 0; i < n; i++)
-		printf("%-*s   %-*s   %-*s   %s\n", (int)w[0], rows[i].name ? rows[i].name : "<none>",
-		       (int)w[1], digests[i], (int)w[2], sizes[i], rows[i].platform);
+		printf("%-*s   %-*s   %-*s   %s\n", (int)w[0],
+		       rows[i].name ? rows[i].name : "<none>", (int)w[1], digests[i], (int)w[2],
+		       sizes[i], rows[i].platform);
 	free(sizes);
 	free(digests);
 }
@@ -582,12 +582,12 @@ static json_t *rows_json(const ls_row *rows, size_t n)
 	json_t *a = json_array();
 	for (size_t i = 0; i < n; i++) {
 		json_t *o = json_object();
-		json_object_set_new(o, "name", rows[i].name ? json_string(rows[i].name)
-							   : json_null());
+		json_object_set_new(o, "name",
+		                    rows[i].name ? json_string(rows[i].name) : json_null());
 		json_object_set_new(o, "digest", json_string(rows[i].desc.digest.s));
 		json_object_set_new(o, "mediaType", json_string(rows[i].desc.media_type));
 		json_object_set_new(o, "size",
-				    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
+		                    rows[i].size >= 0 ? json_integer(rows[i].size) : json_null());
 		json_object_set_new(o, "platform", json_string(rows[i].platform));
 		json_array_append_new(a, o);
 	}
@@ -627,7 +627,7 @@ int sw_cmd_image_ls(int argc, char **argv)
 	}
 	if (argc - optind > 1)
 		return usage_error("ls", "expected at most one oci:DIR, got %d arguments",
-				   argc - optind);
+		                   argc - optind);
 	if (quiet && as_json)
 		return usage_error("ls", "--quiet and --json cannot be used together");
 	cleanup_free char *dir = NULL;
@@ -653,8 +653,8 @@ int sw_cmd_image_ls(int argc, char **argv)
 	}
 	ls_row *rows = sw_xcalloc(ix.n_manifests ? ix.n_manifests : 1, sizeof(*rows));
 	for (size_t i = 0; i < ix.n_manifests; i++) {
-		const char *name = sw_oci_descriptor_annotation(&ix.manifests[i],
-								SW_OCI_ANNOT_REF_NAME);
+		const char *name =
+		        sw_oci_descriptor_annotation(&ix.manifests[i], SW_OCI_ANNOT_REF_NAME);
 		rows[i].name = name ? sw_xstrdup(name) : NULL;
 		sw_oci_descriptor_copy(&rows[i].desc, &ix.manifests[i]);
 		rows[i].order = i;

@@ -25,7 +25,7 @@ static int source_date_epoch(int64_t *out, sw_error **err)
 	long long n = strtoll(v, &end, 10);
 	if (errno || !end || *end || n < 0 || n > 253402300799LL) /* up to year 9999 */
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "SOURCE_DATE_EPOCH '%.40s' is not a number of seconds", v);
+		                    "SOURCE_DATE_EPOCH '%.40s' is not a number of seconds", v);
 	*out = n;
 	return 0;
 }
@@ -48,8 +48,8 @@ static const char *path_basename(const char *p)
 }
 
 int sw_oci_image_import(sw_oci_descriptor *out, sw_oci_store *s, const char *tar_path,
-			const char *name, const sw_oci_platform *platform,
-			const sw_oci_layer_opts *opts, sw_error **err)
+                        const char *name, const sw_oci_platform *platform,
+                        const sw_oci_layer_opts *opts, sw_error **err)
 {
 	if (out)
 		memset(out, 0, sizeof(*out));
@@ -58,7 +58,7 @@ int sw_oci_image_import(sw_oci_descriptor *out, sw_oci_store *s, const char *tar
 	if (r < 0)
 		return r;
 	sw_oci_layer_opts lopts = { .compression = SW_OCI_COMPRESS_GZIP,
-				    .source_date_epoch = epoch };
+		                    .source_date_epoch = epoch };
 	if (opts)
 		lopts = *opts;
 
@@ -75,9 +75,9 @@ int sw_oci_image_import(sw_oci_descriptor *out, sw_oci_store *s, const char *tar
 	const sw_oci_platform *p = platform ? platform : &plat;
 	if (!p->os || !p->architecture) {
 		sw_oci_platform_clear(&plat);
-		return sw_error_set(err, SW_ERR_INVALID, "import %s: the platform needs an OS and "
-							 "an architecture",
-				    tar_path);
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "import %s: the platform needs an OS and an architecture",
+		                    tar_path);
 	}
 
 	/* the image config */
@@ -94,7 +94,7 @@ int sw_oci_image_import(sw_oci_descriptor *out, sw_oci_store *s, const char *tar
 	cfg.history = sw_xcalloc(1, sizeof(*cfg.history));
 	cfg.history[0].created = sw_xstrdup(cfg.created);
 	cfg.history[0].created_by =
-		sw_xasprintf("slipway image import %s", path_basename(tar_path));
+	        sw_xasprintf("slipway image import %s", path_basename(tar_path));
 	cfg.n_history = 1;
 	cfg.raw = json_object();
 	sw_oci_platform_clear(&plat);

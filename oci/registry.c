@@ -1498,7 +1498,7 @@ int sw_oci_registry_push(sw_oci_registry *r, sw_oci_store *s, const sw_oci_descr
 	cleanup_free char *what = ref_msg(r, ref);
 	if (ref->tag == NULL && !sw_oci_digest_is_set(&ref->digest))
 		return sw_error_set(err, SW_ERR_INVALID, "push %s: no tag or digest", what);
-	if (!ref->tag && !sw_oci_digest_eq(&ref->digest, &desc->digest))
+	if (sw_oci_digest_is_set(&ref->digest) && !sw_oci_digest_eq(&ref->digest, &desc->digest))
 		return sw_error_set(err, SW_ERR_INVALID,
 				    "push %s: the image's digest is %s, not the one named", what,
 				    desc->digest.s);

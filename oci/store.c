@@ -90,9 +90,9 @@ static int check_adoptable(const char *dir, sw_error **err)
 		    strcmp(n, INDEX_FILE) == 0)
 			continue;
 		r = sw_error_set(err, SW_ERR_INVALID,
-				 "%s is not an OCI image layout (no oci-layout file) and not empty "
-				 "(it holds '%s'); refusing to turn it into one",
-				 dir, n);
+		                 "%s is not an OCI image layout (no oci-layout file) and not empty "
+		                 "(it holds '%s'); refusing to turn it into one",
+		                 dir, n);
 		break;
 	}
 	closedir(d);
@@ -110,20 +110,21 @@ static int check_layout_file(const char *dir, sw_error **err)
 		sw_error_free(e);
 		if (code == SW_ERR_NOT_FOUND)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "%s is not an OCI image layout: no oci-layout file", dir);
+			                    "%s is not an OCI image layout: no oci-layout file",
+			                    dir);
 		return sw_error_set(err, SW_ERR_INVALID, "%s: cannot read oci-layout", dir);
 	}
 	json_error_t jerr;
 	json_auto_t *j = json_loadb(buf, len, 0, &jerr);
 	const char *v = j ? json_string_value(json_object_get(j, "imageLayoutVersion")) : NULL;
 	if (!v)
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "%s is not a valid OCI image layout: oci-layout has no "
-				    "imageLayoutVersion",
-				    dir);
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "%s is not a valid OCI image layout: oci-layout has no imageLayoutVersion",
+		        dir);
 	if (strncmp(v, "1.", 2) != 0)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "%s: unsupported OCI image layout version '%s'", dir, v);
+		                    "%s: unsupported OCI image layout version '%s'", dir, v);
 	return 0;
 }
 
@@ -133,7 +134,7 @@ static int write_empty_index(const char *dir, sw_error **err)
 	if (path_exists(path))
 		return 0;
 	static const char empty[] =
-		"{\"manifests\":[],\"mediaType\":\"" SW_OCI_MT_INDEX "\",\"schemaVersion\":2}";
+	        "{\"manifests\":[],\"mediaType\":\"" SW_OCI_MT_INDEX "\",\"schemaVersion\":2}";
 	return sw_fs_write_atomic(path, empty, sizeof(empty) - 1, 0644, err);
 }
 
@@ -177,7 +178,8 @@ static void sweep_stale_tmp(sw_oci_store *s)
 		    !S_ISREG(st.st_mode) || st.st_mtime >= limit)
 			continue;
 		if (unlinkat(dirfd(d), e->d_name, 0) == 0)
-			SW_LOG(SW_LOG_DEBUG, "removed stale temporary blob %s/%s", tmpdir, e->d_name);
+			SW_LOG(SW_LOG_DEBUG, "removed stale temporary blob %s/%s", tmpdir,
+			       e->d_name);
 	}
 	closedir(d);
 }
@@ -194,9 +196,8 @@ int sw_oci_store_open(sw_oci_store **out, const char *dir, bool create, sw_error
 	int r = 0;
 	struct stat st;
 	if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
-		r = sw_error_set(err, SW_ERR_INVALID, "%s is not a folder (expected an OCI image "
-						      "layout)",
-				 dir);
+		r = sw_error_set(err, SW_ERR_INVALID,
+		                 "%s is not a folder (expected an OCI image layout)", dir);
 		goto fail;
 	}
 	if (create) {
@@ -215,7 +216,7 @@ int sw_oci_store_open(sw_oci_store **out, const char *dir, bool create, sw_error
 		goto fail;
 	if (!path_exists(index)) {
 		r = sw_error_set(err, SW_ERR_INVALID,
-				 "%s is not a valid OCI image layout: no index.json", dir);
+		                 "%s is not a valid OCI image layout: no index.json", dir);
 		goto fail;
 	}
 	sweep_stale_tmp(s);
@@ -275,7 +276,7 @@ bool sw_oci_store_has_blob(sw_oci_store *s, const sw_digest *d)
 }
 
 static int open_blob_file(int *out_fd, struct stat *st, sw_oci_store *s, const sw_digest *d,
-			  sw_error **err)
+                          sw_error **err)
 {
 	if (sw_oci_digest_parse(NULL, d->s, err) < 0)
 		return SW_ERR_INVALID;
@@ -284,29 +285,28 @@ static int open_blob_file(int *out_fd, struct stat *st, sw_oci_store *s, const s
 	if (fd < 0) {
 		if (errno == ENOENT)
 			return sw_error_set(err, SW_ERR_NOT_FOUND, "blob %s not found in %s", d->s,
-					    s->dir);
+			                    s->dir);
 		return sw_error_os(err, errno, "open blob %s in %s", d->s, s->dir);
 	}
 	if (fstat(fd, st) < 0)
 		return sw_error_os(err, errno, "stat blob %s in %s", d->s, s->dir);
 	if (!S_ISREG(st->st_mode))
 		return sw_error_set(err, SW_ERR_INVALID, "blob %s in %s is not a regular file",
-				    d->s, s->dir);
+		                    d->s, s->dir);
 	*out_fd = steal_fd(&fd);
 	return 0;
 }
 
 /* The content of blob `d` hashes to `got`: remove the file and report it. */
-static int blob_corrupted(sw_oci_store *s, const sw_digest *d, const sw_digest *got,
-			  sw_error **err)
+static int blob_corrupted(sw_oci_store *s, const sw_digest *d, const sw_digest *got, sw_error **err)
 {
 	cleanup_free char *p = sw_oci_store_blob_path(s, d);
 	if (unlink(p) < 0 && errno != ENOENT)
 		SW_LOG(SW_LOG_DEBUG, "remove corrupted blob %s: %s", p, strerror(errno));
 	return sw_error_set(err, SW_ERR_INVALID,
-			    "blob %s in %s is corrupted (its content hashes to %s); it was removed "
-			    "so that it can be fetched again",
-			    d->s, s->dir, got->s);
+	                    "blob %s in %s is corrupted (its content hashes to %s); "
+	                    "it was removed so that it can be fetched again",
+	                    d->s, s->dir, got->s);
 }
 
 static ssize_t read_retry(int fd, void *buf, size_t len)
@@ -319,7 +319,7 @@ static ssize_t read_retry(int fd, void *buf, size_t len)
 }
 
 int sw_oci_store_read_blob(char **out, size_t *out_len, sw_oci_store *s, const sw_digest *d,
-			   size_t max, sw_error **err)
+                           size_t max, sw_error **err)
 {
 	*out = NULL;
 	if (out_len)
@@ -331,8 +331,8 @@ int sw_oci_store_read_blob(char **out, size_t *out_len, sw_oci_store *s, const s
 		return rc;
 	if ((uint64_t)st.st_size > (uint64_t)max)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "blob %s is %lld bytes, more than the %zu allowed", d->s,
-				    (long long)st.st_size, max);
+		                    "blob %s is %lld bytes, more than the %zu allowed", d->s,
+		                    (long long)st.st_size, max);
 	size_t size = (size_t)st.st_size;
 	cleanup_free char *buf = sw_xmalloc(size + 1);
 	size_t got = 0;
@@ -348,7 +348,7 @@ int sw_oci_store_read_blob(char **out, size_t *out_len, sw_oci_store *s, const s
 	char extra;
 	if (got == size && read_retry(fd, &extra, 1) > 0)
 		return sw_error_set(err, SW_ERR_INVALID, "blob %s in %s changed while read", d->s,
-				    s->dir);
+		                    s->dir);
 	buf[got] = '\0';
 	sw_digest have;
 	sw_oci_digest_bytes(&have, buf, got);
@@ -361,7 +361,7 @@ int sw_oci_store_read_blob(char **out, size_t *out_len, sw_oci_store *s, const s
 }
 
 int sw_oci_store_open_blob(int *out_fd, int64_t *out_size, sw_oci_store *s, const sw_digest *d,
-			   sw_error **err)
+                           sw_error **err)
 {
 	*out_fd = -1;
 	struct stat st;
@@ -455,7 +455,7 @@ void sw_oci_blob_writer_abort(sw_oci_blob_writer *w)
 }
 
 int sw_oci_blob_writer_commit(sw_digest *out_digest, int64_t *out_size, sw_oci_blob_writer *w,
-			      const sw_digest *expected, sw_error **err)
+                              const sw_digest *expected, sw_error **err)
 {
 	sw_oci_store *s = w->s;
 	sw_digest d;
@@ -464,9 +464,9 @@ int sw_oci_blob_writer_commit(sw_digest *out_digest, int64_t *out_size, sw_oci_b
 	int r = 0;
 	if (expected && !sw_oci_digest_eq(&d, expected)) {
 		r = sw_error_set(err, SW_ERR_INVALID,
-				 "blob content does not match its digest: expected %s, got %s "
-				 "(%lld bytes); nothing stored",
-				 expected->s, d.s, (long long)w->size);
+		                 "blob content does not match its digest: expected %s, "
+		                 "got %s (%lld bytes); nothing stored",
+		                 expected->s, d.s, (long long)w->size);
 		goto out;
 	}
 	if (fchmod(w->fd, 0644) < 0) {
@@ -504,7 +504,7 @@ out:
 }
 
 int sw_oci_store_put_blob(sw_digest *out, sw_oci_store *s, const void *data, size_t len,
-			  sw_error **err)
+                          sw_error **err)
 {
 	sw_digest d;
 	sw_oci_digest_bytes(&d, data, len);
@@ -569,7 +569,7 @@ static int read_index_file(char **out, size_t *out_len, sw_oci_store *s, sw_erro
 }
 
 static int parse_index(sw_oci_index *out, const char *buf, size_t len, sw_oci_store *s,
-		       sw_error **err)
+                       sw_error **err)
 {
 	if (sw_oci_index_parse(out, buf, len, NULL, err) < 0)
 		return sw_error_wrap(err, "%s/" INDEX_FILE, s->dir);
@@ -596,32 +596,32 @@ static int check_tag_name(const char *name, sw_error **err)
 	size_t n = name ? strlen(name) : 0;
 	if (n == 0 || n > 255)
 		return sw_error_set(err, SW_ERR_INVALID, "tag '%s': must be 1 to 255 characters",
-				    name ? name : "");
+		                    name ? name : "");
 	if (strncmp(name, "sha256:", 7) == 0)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "tag '%.80s': a tag cannot look like a digest", name);
+		                    "tag '%.80s': a tag cannot look like a digest", name);
 	char prev = '/';
 	for (size_t i = 0; i < n; i++) {
 		char c = name[i];
-		bool alnum = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			     (c >= '0' && c <= '9');
+		bool alnum =
+		        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
 		bool sep = strchr("-._:@+/", c) != NULL;
 		bool prev_alnum = (prev >= 'a' && prev <= 'z') || (prev >= 'A' && prev <= 'Z') ||
-				  (prev >= '0' && prev <= '9');
+		                  (prev >= '0' && prev <= '9');
 		if (!alnum && !sep)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "tag '%.80s': character '%c' is not allowed", name, c);
+			                    "tag '%.80s': character '%c' is not allowed", name, c);
 		if (sep && !prev_alnum && !(c == '-' && prev == '-'))
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "tag '%.80s': '%c' must follow a letter or digit", name,
-					    c);
+			                    "tag '%.80s': '%c' must follow a letter or digit", name,
+			                    c);
 		prev = c;
 	}
 	if (name[n - 1] == '/' || !((name[n - 1] >= 'a' && name[n - 1] <= 'z') ||
-				    (name[n - 1] >= 'A' && name[n - 1] <= 'Z') ||
-				    (name[n - 1] >= '0' && name[n - 1] <= '9')))
+	                            (name[n - 1] >= 'A' && name[n - 1] <= 'Z') ||
+	                            (name[n - 1] >= '0' && name[n - 1] <= '9')))
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "tag '%.80s': must end with a letter or digit", name);
+		                    "tag '%.80s': must end with a letter or digit", name);
 	return 0;
 }
 
@@ -636,7 +636,7 @@ static const char *entry_ref_name(json_t *entry)
  * may be NULL, and is consumed). *removed counts dropped entries.
  */
 static int index_update(sw_oci_store *s, const char *name, json_t *add, size_t *removed,
-			sw_error **err)
+                        sw_error **err)
 {
 	json_auto_t *addj = add;
 	cleanup_close int lock = -1;
@@ -658,7 +658,7 @@ static int index_update(sw_oci_store *s, const char *name, json_t *add, size_t *
 	json_auto_t *root = json_loadb(buf, len, 0, &jerr);
 	if (!json_is_object(root))
 		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, 0, "%s/" INDEX_FILE ": %s",
-				    s->dir, jerr.text);
+		                    s->dir, jerr.text);
 	json_t *mans = json_object_get(root, "manifests");
 	if (!json_is_array(mans)) {
 		mans = json_array();
@@ -690,14 +690,14 @@ static int index_update(sw_oci_store *s, const char *name, json_t *add, size_t *
 }
 
 int sw_oci_store_tag(sw_oci_store *s, const char *name, const sw_oci_descriptor *desc,
-		     sw_error **err)
+                     sw_error **err)
 {
 	if (check_tag_name(name, err) < 0)
 		return SW_ERR_INVALID;
 	if (!desc->media_type || !sw_oci_digest_is_set(&desc->digest) || desc->size < 0)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "tag '%s': the descriptor needs a media type, digest and size",
-				    name);
+		                    "tag '%s': the descriptor needs a media type, digest and size",
+		                    name);
 	json_t *entry = descriptor_to_json(desc);
 	json_t *ann = json_object_get(entry, "annotations");
 	if (!ann) {
@@ -717,13 +717,13 @@ int sw_oci_store_untag(sw_oci_store *s, const char *name, sw_error **err)
 		return sw_error_wrap(err, "untag '%s'", name);
 	if (removed == 0)
 		return sw_error_set(err, SW_ERR_NOT_FOUND, "image '%s' not found in %s", name,
-				    s->dir);
+		                    s->dir);
 	return 0;
 }
 
 /* A descriptor for a manifest or index blob that is in the store but not in index.json. */
 static int describe_blob(sw_oci_descriptor *out, sw_oci_store *s, const sw_digest *d,
-			 sw_error **err)
+                         sw_error **err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
@@ -733,7 +733,7 @@ static int describe_blob(sw_oci_descriptor *out, sw_oci_store *s, const sw_diges
 	const char *mt = sw_oci_media_type_sniff(buf, len);
 	if (!mt)
 		return sw_error_set(err, SW_ERR_INVALID, "blob %s in %s is not a manifest or index",
-				    d->s, s->dir);
+		                    d->s, s->dir);
 	memset(out, 0, sizeof(*out));
 	out->media_type = sw_xstrdup(mt);
 	out->digest = *d;
@@ -741,8 +741,7 @@ static int describe_blob(sw_oci_descriptor *out, sw_oci_store *s, const sw_diges
 	return 0;
 }
 
-int sw_oci_store_resolve(sw_oci_descriptor *out, sw_oci_store *s, const char *name,
-			 sw_error **err)
+int sw_oci_store_resolve(sw_oci_descriptor *out, sw_oci_store *s, const char *name, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	sw_oci_index ix;
@@ -759,9 +758,9 @@ int sw_oci_store_resolve(sw_oci_descriptor *out, sw_oci_store *s, const char *na
 	for (size_t i = 0; i < ix.n_manifests; i++) {
 		const sw_oci_descriptor *e = &ix.manifests[i];
 		if (by_digest ? sw_oci_digest_eq(&e->digest, &d)
-			      : (sw_oci_descriptor_annotation(e, SW_OCI_ANNOT_REF_NAME) &&
-				 strcmp(sw_oci_descriptor_annotation(e, SW_OCI_ANNOT_REF_NAME),
-					name) == 0))
+		              : (sw_oci_descriptor_annotation(e, SW_OCI_ANNOT_REF_NAME) &&
+		                 strcmp(sw_oci_descriptor_annotation(e, SW_OCI_ANNOT_REF_NAME),
+		                        name) == 0))
 			found = e; /* the last one wins, like an append-only log */
 		if (found && by_digest)
 			break;
@@ -779,7 +778,7 @@ int sw_oci_store_resolve(sw_oci_descriptor *out, sw_oci_store *s, const char *na
 /* ---------------------------------------------------------------- images */
 
 static int read_doc(char **out, size_t *out_len, sw_oci_store *s, const sw_oci_descriptor *d,
-		    size_t max, sw_error **err)
+                    size_t max, sw_error **err)
 {
 	int rc = sw_oci_store_read_blob(out, out_len, s, &d->digest, max, err);
 	if (rc < 0)
@@ -788,15 +787,15 @@ static int read_doc(char **out, size_t *out_len, sw_oci_store *s, const sw_oci_d
 		free(*out);
 		*out = NULL;
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "blob %s in %s is %zu bytes, its descriptor says %lld",
-				    d->digest.s, s->dir, *out_len, (long long)d->size);
+		                    "blob %s in %s is %zu bytes, its descriptor says %lld",
+		                    d->digest.s, s->dir, *out_len, (long long)d->size);
 	}
 	return 0;
 }
 
 int sw_oci_store_load_image(sw_oci_descriptor *out_desc, sw_oci_manifest *out_manifest,
-			    sw_oci_config *out_config, sw_oci_store *s, const char *name,
-			    const sw_oci_platform *want, sw_error **err)
+                            sw_oci_config *out_config, sw_oci_store *s, const char *name,
+                            const sw_oci_platform *want, sw_error **err)
 {
 	sw_oci_descriptor desc;
 	sw_oci_manifest m;
@@ -835,9 +834,9 @@ int sw_oci_store_load_image(sw_oci_descriptor *out_desc, sw_oci_manifest *out_ma
 		}
 	}
 	if (!sw_oci_media_type_is_manifest(desc.media_type)) {
-		r = sw_error_set(err, SW_ERR_INVALID, "image '%s': %s has media type '%s', not an "
-						      "image manifest",
-				 name, desc.digest.s, desc.media_type);
+		r = sw_error_set(err, SW_ERR_INVALID,
+		                 "image '%s': %s has media type '%s', not an image manifest", name,
+		                 desc.digest.s, desc.media_type);
 		goto fail;
 	}
 	r = read_doc(&buf, &len, s, &desc, SW_OCI_MAX_MANIFEST_BYTES, err);
@@ -879,7 +878,7 @@ fail:
 
 /* Stream one blob from `src` into `dst` through the verifying writer. */
 static int copy_blob(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descriptor *d,
-		     sw_error **err)
+                     sw_error **err)
 {
 	if (sw_oci_store_has_blob(dst, &d->digest))
 		return 0;
@@ -890,8 +889,8 @@ static int copy_blob(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descript
 		return rc;
 	if (d->size >= 0 && size != d->size)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "blob %s in %s is %lld bytes, its descriptor says %lld",
-				    d->digest.s, src->dir, (long long)size, (long long)d->size);
+		                    "blob %s in %s is %lld bytes, its descriptor says %lld",
+		                    d->digest.s, src->dir, (long long)size, (long long)d->size);
 	sw_oci_blob_writer *w = NULL;
 	rc = sw_oci_store_blob_begin(&w, dst, err);
 	if (rc < 0)
@@ -916,18 +915,18 @@ static int copy_blob(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descript
 	if (rc == SW_ERR_INVALID) {
 		/* the copy in the source is bad: drop it there too, so it is fetched again */
 		if (sw_oci_store_verify_blob(src, &d->digest, NULL) < 0)
-			return sw_error_wrap(err, "%s in %s is corrupted and was removed", d->digest.s,
-					     src->dir);
+			return sw_error_wrap(err, "%s in %s is corrupted and was removed",
+			                     d->digest.s, src->dir);
 	}
 	return rc;
 }
 
 static int copy_tree(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descriptor *d, int depth,
-		     sw_error **err)
+                     sw_error **err)
 {
 	if (depth > 4)
 		return sw_error_set(err, SW_ERR_INVALID, "index %s: nested too deeply",
-				    d->digest.s);
+		                    d->digest.s);
 	if (sw_oci_media_type_is_index(d->media_type) ||
 	    sw_oci_media_type_is_manifest(d->media_type)) {
 		cleanup_free char *buf = NULL;
@@ -965,11 +964,11 @@ static int copy_tree(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descript
 }
 
 int sw_oci_store_copy_image(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descriptor *desc,
-			    const char *name, sw_error **err)
+                            const char *name, sw_error **err)
 {
 	if (copy_tree(dst, src, desc, 0, err) < 0)
 		return sw_error_wrap(err, "copy %s from %s to %s", desc->digest.s, src->dir,
-				     dst->dir);
+		                     dst->dir);
 	if (name) {
 		sw_oci_descriptor t;
 		sw_oci_descriptor_copy(&t, desc);
@@ -1024,10 +1023,11 @@ static json_t *load_sources(const char *path)
 }
 
 int sw_oci_store_note_source(sw_oci_store *s, const sw_digest *d, const char *registry,
-			     const char *repository, sw_error **err)
+                             const char *repository, sw_error **err)
 {
 	if (!registry || !registry[0] || !repository || !repository[0])
-		return sw_error_set(err, SW_ERR_INVALID, "blob source: empty registry or repository");
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "blob source: empty registry or repository");
 	if (sw_oci_digest_parse(NULL, d->s, err) < 0)
 		return SW_ERR_INVALID;
 	cleanup_free char *dir = sw_path_join(s->dir, SOURCES_DIR);
@@ -1047,8 +1047,7 @@ int sw_oci_store_note_source(sw_oci_store *s, const sw_digest *d, const char *re
 	if (json_is_array(repos)) {
 		size_t i;
 		json_t *v;
-		json_array_foreach(repos, i, v)
-		{
+		json_array_foreach (repos, i, v) {
 			if (json_is_string(v) && strcmp(json_string_value(v), repository) != 0)
 				json_array_append(list, v);
 		}
@@ -1071,7 +1070,7 @@ int sw_oci_store_note_source(sw_oci_store *s, const sw_digest *d, const char *re
 }
 
 char *sw_oci_store_find_source(sw_oci_store *s, const sw_digest *d, const char *registry,
-			       const char *not_repo)
+                               const char *not_repo)
 {
 	if (!registry || !sw_oci_digest_is_set(d))
 		return NULL;

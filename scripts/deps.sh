@@ -10,7 +10,7 @@ pkgs=(
 	libcurl4-openssl-dev libjansson-dev libarchive-dev libssl-dev libyaml-dev libgit2-dev
 	libzstd-dev zlib1g-dev libcmocka-dev
 	# real components used by the demo and the tests
-	docker-registry skopeo umoci busybox-static apache2-utils python3 curl
+	docker-registry skopeo umoci busybox-static apache2-utils python3 curl openssl zstd
 )
 
 missing=()

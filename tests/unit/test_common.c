@@ -487,6 +487,7 @@ static int root_setup(void **state)
 	mkdir_in(f->root, "y");
 	mkdir_in(f->root, "z");
 	link_at(f->root, "x/d", "../y/l1");
+	link_at(f->root, "x/abs", "/etc");
 	link_at(f->root, "y/l1", "l2");
 	link_at(f->root, "y/l2", "/z/real");
 	link_at(f->root, "e", f->outside); /* absolute, to the real outside folder */
@@ -551,6 +552,7 @@ static void test_common__path_resolve_in_root(void **state)
 		{ "../../../etc/hostname", 0, "etc/hostname" },
 		{ "x/d", 0, "z/real" },
 		{ "x/d/more/../deeper", 0, "z/real/deeper" },
+		{ "x/abs/hostname", 0, "etc/hostname" },
 		{ "e/secret", 0, e_secret },
 		{ "up/secret", 0, "outside/secret" },
 		{ "evil", 0, "outside/victim" },
@@ -604,6 +606,13 @@ static void check_open_in_root(struct root_fixture *f)
 	assert_int_equal(n, 6);
 	buf[n] = '\0';
 	assert_string_equal(buf, "inside");
+
+	/* an absolute link deeper down restarts from the root too */
+	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "x/abs/hostname", O_RDONLY, 0, &e),
+			 0);
+	n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	assert_int_equal(n, 6);
 
 	/* escapes do not reach the real outside folder */
 	const char *escapes[] = { "b/../../../outside/secret", "up/secret", "../outside/secret" };

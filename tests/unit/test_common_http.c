@@ -717,6 +717,7 @@ static void test_common__http_chunked_upload(void **state)
 	assert_int_equal(s.nrecs, 2);
 	for (size_t i = 0; i < 2; i++) {
 		assert_non_null(strcasestr(s.recs[i].head, "Transfer-Encoding: chunked"));
+		assert_null(strcasestr(s.recs[i].head, "Expect:"));
 		assert_int_equal(s.recs[i].body_len, len);
 		assert_memory_equal(s.recs[i].body, payload, len);
 	}

@@ -71,14 +71,14 @@ static int teardown(void **state)
 }
 
 /* Fail the test with the error's message when `expr` returns < 0. */
-#define ASSERT_OK(expr)                                                                            \
-	do {                                                                                       \
-		sw_error *e_ = NULL;                                                               \
-		sw_error **err_ = &e_;                                                             \
-		(void)err_;                                                                        \
-		if ((expr) < 0) {                                                                  \
-			fail_msg("%s: %s", #expr, sw_error_msg(e_));                               \
-		}                                                                                  \
+#define ASSERT_OK(expr)                                              \
+	do {                                                         \
+		sw_error *e_ = NULL;                                 \
+		sw_error **err_ = &e_;                               \
+		(void)err_;                                          \
+		if ((expr) < 0) {                                    \
+			fail_msg("%s: %s", #expr, sw_error_msg(e_)); \
+		}                                                    \
 	} while (0)
 
 static size_t count_entries(const char *dir)
@@ -198,9 +198,10 @@ static void test_oci__store_blob_put_read(void **state)
 	assert_string_equal(d.s, HELLO_DIGEST);
 	assert_true(sw_oci_store_has_blob(f->s, &d));
 	cleanup_free char *path = sw_oci_store_blob_path(f->s, &d);
-	cleanup_free char *want = sw_path_join(f->dir, "blobs/sha256/"
-						       "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7"
-						       "425e73043362938b9824");
+	cleanup_free char *want =
+	        sw_path_join(f->dir, "blobs/sha256/"
+	                             "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7"
+	                             "425e73043362938b9824");
 	assert_string_equal(path, want);
 	cleanup_free char *raw = read_text(path);
 	assert_string_equal(raw, "hello");
@@ -237,7 +238,7 @@ static void test_oci__store_blob_put_read(void **state)
 	sw_oci_digest_bytes(&absent, "nope", 4);
 	assert_false(sw_oci_store_has_blob(f->s, &absent));
 	assert_int_equal(sw_oci_store_read_blob(&small, &len, f->s, &absent, 100, &err),
-			 SW_ERR_NOT_FOUND);
+	                 SW_ERR_NOT_FOUND);
 	assert_non_null(strstr(sw_error_msg(err), absent.s));
 	sw_error_clear(&err);
 
@@ -380,8 +381,8 @@ static void test_oci__store_tag_resolve(void **state)
 	assert_int_equal(ix.n_manifests, 3);
 	size_t named_app1 = 0;
 	for (size_t i = 0; i < ix.n_manifests; i++) {
-		const char *n = sw_oci_descriptor_annotation(&ix.manifests[i],
-							     SW_OCI_ANNOT_REF_NAME);
+		const char *n =
+		        sw_oci_descriptor_annotation(&ix.manifests[i], SW_OCI_ANNOT_REF_NAME);
 		if (n && strcmp(n, "app:1") == 0)
 			named_app1++;
 	}
@@ -427,9 +428,10 @@ static void test_oci__store_resolve_untagged_blob(void **state)
 {
 	fixture *f = *state;
 	static const char man[] =
-		"{\"schemaVersion\":2,\"mediaType\":\"" SW_OCI_MT_MANIFEST "\",\"config\":{"
-		"\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":\"" HELLO_DIGEST "\",\"size\":5},"
-		"\"layers\":[]}";
+	        "{\"schemaVersion\":2,\"mediaType\":\"" SW_OCI_MT_MANIFEST "\",\"config\":{"
+	        "\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":\"" HELLO_DIGEST
+	        "\",\"size\":5},"
+	        "\"layers\":[]}";
 	sw_digest d;
 	ASSERT_OK(sw_oci_store_put_blob(&d, f->s, man, sizeof(man) - 1, err_));
 	sw_oci_descriptor r;
@@ -566,7 +568,7 @@ static void test_oci__store_stale_tmp_swept(void **state)
 	ASSERT_OK(sw_fs_write_atomic(old, "x", 1, 0600, err_));
 	ASSERT_OK(sw_fs_write_atomic(fresh, "y", 1, 0600, err_));
 	struct timespec ts[2] = { { .tv_sec = time(NULL) - 3 * 24 * 3600 },
-				  { .tv_sec = time(NULL) - 3 * 24 * 3600 } };
+		                  { .tv_sec = time(NULL) - 3 * 24 * 3600 } };
 	assert_int_equal(utimensat(AT_FDCWD, old, ts, 0), 0);
 	sw_oci_store *again = NULL;
 	ASSERT_OK(sw_oci_store_open(&again, f->dir, false, err_));
@@ -585,31 +587,31 @@ static sw_oci_descriptor put_image(sw_oci_store *s, const char *arch, const char
 	ASSERT_OK(sw_oci_store_put_blob(&l1, s, layer_text, strlen(layer_text), err_));
 	ASSERT_OK(sw_oci_store_put_blob(&l2, s, "second layer", 12, err_));
 	cleanup_free char *config = sw_xasprintf(
-		"{\"architecture\":\"%s\",\"os\":\"linux\",\"config\":{\"Env\":[\"A=1\"]},"
-		"\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\",\"%s\"]}}",
-		arch, l1.s, l2.s);
+	        "{\"architecture\":\"%s\",\"os\":\"linux\",\"config\":{\"Env\":[\"A=1\"]},"
+	        "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"%s\",\"%s\"]}}",
+	        arch, l1.s, l2.s);
 	ASSERT_OK(sw_oci_store_put_blob(&cfg, s, config, strlen(config), err_));
 	cleanup_free char *manifest = sw_xasprintf(
-		"{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
-		"\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"%s\",\"digest\":"
-		"\"%s\",\"size\":%zu},{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":12}]}",
-		SW_OCI_MT_MANIFEST, SW_OCI_MT_CONFIG, cfg.s, strlen(config), SW_OCI_MT_LAYER,
-		l1.s, strlen(layer_text), SW_OCI_MT_LAYER, l2.s);
+	        "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"config\":{\"mediaType\":\"%s\","
+	        "\"digest\":\"%s\",\"size\":%zu},\"layers\":[{\"mediaType\":\"%s\",\"digest\":"
+	        "\"%s\",\"size\":%zu},{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":12}]}",
+	        SW_OCI_MT_MANIFEST, SW_OCI_MT_CONFIG, cfg.s, strlen(config), SW_OCI_MT_LAYER, l1.s,
+	        strlen(layer_text), SW_OCI_MT_LAYER, l2.s);
 	ASSERT_OK(sw_oci_store_put_blob(&man, s, manifest, strlen(manifest), err_));
 	return make_desc(SW_OCI_MT_MANIFEST, &man, (int64_t)strlen(manifest));
 }
 
 static sw_oci_descriptor put_index(sw_oci_store *s, const sw_oci_descriptor *amd64,
-				   const sw_oci_descriptor *arm64)
+                                   const sw_oci_descriptor *arm64)
 {
 	cleanup_free char *index = sw_xasprintf(
-		"{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":["
-		"{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%lld,"
-		"\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
-		"{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%lld,"
-		"\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\",\"variant\":\"v8\"}}]}",
-		SW_OCI_MT_INDEX, SW_OCI_MT_MANIFEST, amd64->digest.s, (long long)amd64->size,
-		SW_OCI_MT_MANIFEST, arm64->digest.s, (long long)arm64->size);
+	        "{\"schemaVersion\":2,\"mediaType\":\"%s\",\"manifests\":["
+	        "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%lld,"
+	        "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}},"
+	        "{\"mediaType\":\"%s\",\"digest\":\"%s\",\"size\":%lld,"
+	        "\"platform\":{\"os\":\"linux\",\"architecture\":\"arm64\",\"variant\":\"v8\"}}]}",
+	        SW_OCI_MT_INDEX, SW_OCI_MT_MANIFEST, amd64->digest.s, (long long)amd64->size,
+	        SW_OCI_MT_MANIFEST, arm64->digest.s, (long long)arm64->size);
 	sw_digest d;
 	ASSERT_OK(sw_oci_store_put_blob(&d, s, index, strlen(index), err_));
 	return make_desc(SW_OCI_MT_INDEX, &d, (int64_t)strlen(index));
@@ -655,7 +657,7 @@ static void test_oci__store_load_image(void **state)
 	ASSERT_OK(sw_oci_platform_parse(&none, "linux/s390x", err_));
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_store_load_image(&d, NULL, NULL, f->s, "multi", &none, &err),
-			 SW_ERR_NOT_FOUND);
+	                 SW_ERR_NOT_FOUND);
 	sw_error_clear(&err);
 	sw_oci_platform_clear(&none);
 
@@ -664,7 +666,7 @@ static void test_oci__store_load_image(void **state)
 	cleanup_free char *cfg_path = sw_oci_store_blob_path(f->s, &m.config.digest);
 	flip_first_byte(cfg_path);
 	assert_int_equal(sw_oci_store_load_image(NULL, NULL, &c, f->s, "single", &want, &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	assert_non_null(strstr(sw_error_msg(err), m.config.digest.s));
 	sw_error_clear(&err);
 	sw_oci_manifest_clear(&m);
@@ -818,7 +820,8 @@ static void add_entry(struct archive *a, const char *path, mode_t type, const ch
 	archive_entry_set_size(e, data ? (la_int64_t)strlen(data) : 0);
 	assert_int_equal(archive_write_header(a, e), ARCHIVE_OK);
 	if (data)
-		assert_int_equal(archive_write_data(a, data, strlen(data)), (la_ssize_t)strlen(data));
+		assert_int_equal(archive_write_data(a, data, strlen(data)),
+		                 (la_ssize_t)strlen(data));
 	archive_entry_free(e);
 }
 
@@ -867,7 +870,7 @@ static void test_oci__image_import(void **state)
 	sw_oci_platform_clear(&host);
 	assert_non_null(c.env);
 	assert_string_equal(c.env[0],
-			    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
+	                    "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin");
 	assert_null(c.env[1]);
 	assert_int_equal(c.n_history, 1);
 	assert_string_equal(c.history[0].created_by, "slipway image import rootfs.tar");
@@ -947,13 +950,13 @@ int test_oci_store_run(void)
 		cmocka_unit_test_setup_teardown(test_oci__store_blob_corruption, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_writer_abort, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_writer_digest_mismatch, setup,
-						teardown),
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_tag_resolve, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_resolve_untagged_blob, setup,
-						teardown),
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_concurrent_tags, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_concurrent_tags_threads, setup,
-						teardown),
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_stale_tmp_swept, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_load_image, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__store_copy_image, setup, teardown),
