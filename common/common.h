@@ -268,8 +268,6 @@ typedef struct sw_http_request {
 	size_t max_body;            /* cap of response.body; 0: SW_BUF_DEFAULT_MAX */
 	bool no_retry;              /* one attempt only (non-idempotent requests) */
 	bool follow_redirects;
-	/* Only a 2xx (or these extra statuses, 0-terminated) count as success; others still return
-	 * 0 with response.status set: the caller decides. Retries happen for 408/429/5xx. */
 } sw_http_request;
 
 typedef struct sw_http_response {

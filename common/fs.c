@@ -39,13 +39,13 @@ int sw_fs_write_all(int fd, const void *data, size_t len, sw_error **err)
 static void random_suffix(char out[7])
 {
 	static const char chars[] =
-		"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
+	        "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
 	unsigned char rnd[6];
 	if (getrandom(rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd)) {
 		struct timespec ts;
 		clock_gettime(CLOCK_MONOTONIC, &ts);
 		uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^
-			     ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)out;
+		             ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)out;
 		for (size_t i = 0; i < sizeof(rnd); i++, x >>= 8)
 			rnd[i] = (unsigned char)x;
 	}
@@ -71,7 +71,7 @@ int sw_fs_fsync_dir(const char *path, sw_error **err)
 }
 
 int sw_fs_write_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
-			  sw_error **err)
+                          sw_error **err)
 {
 	if (name == NULL || *name == '\0')
 		return sw_error_set(err, SW_ERR_INVALID, "atomic write: empty file name");
@@ -99,7 +99,7 @@ int sw_fs_write_atomic_at(int dirfd, const char *name, const void *data, size_t 
 	int r;
 	if (fchmod(fd, mode & 07777) < 0) {
 		r = sw_error_os(err, errno, "write '%s': set mode %04o", name,
-				(unsigned)(mode & 07777));
+		                (unsigned)(mode & 07777));
 		goto fail;
 	}
 	r = sw_fs_write_all(fd, data, len, err);
@@ -157,7 +157,8 @@ int sw_fs_read_file(char **out, size_t *out_len, const char *path, size_t max, s
 		if (sw_buf_append(&b, chunk, (size_t)n, NULL) < 0) {
 			sw_buf_free(&b);
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "read '%s': file exceeds the limit of %zu bytes", path, max);
+			                    "read '%s': file exceeds the limit of %zu bytes", path,
+			                    max);
 		}
 	}
 	*out = sw_buf_steal(&b, out_len);
@@ -281,8 +282,8 @@ int sw_fs_rm_rf(const char *path, sw_error **err)
 	char *slash = strrchr(p, '/');
 	const char *base = slash ? slash + 1 : p;
 	if (*base == '\0' || strcmp(base, ".") == 0 || strcmp(base, "..") == 0)
-		return sw_error_set(err, SW_ERR_INVALID, "remove '%s': refusing to remove this path",
-				    path);
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "remove '%s': refusing to remove this path", path);
 	const char *parent = ".";
 	if (slash == p)
 		parent = "/";
@@ -294,8 +295,8 @@ int sw_fs_rm_rf(const char *path, sw_error **err)
 			return 0;
 		return sw_error_os(err, errno, "remove '%s': open its folder", path);
 	}
-	cleanup_free char *display = sw_xasprintf("%s%s%s", slash ? parent : "",
-						  slash && slash != p ? "/" : "", base);
+	cleanup_free char *display =
+	        sw_xasprintf("%s%s%s", slash ? parent : "", slash && slash != p ? "/" : "", base);
 	return rm_at(dirfd, base, display, err);
 }
 
@@ -308,9 +309,9 @@ int sw_fs_mkdtemp(char **out, const char *parent, const char *prefix, sw_error *
 		prefix = "slipway-";
 	if (strchr(prefix, '/'))
 		return sw_error_set(err, SW_ERR_INVALID, "temporary folder prefix '%s' has a '/'",
-				    prefix);
+		                    prefix);
 	char *tmpl = sw_xasprintf("%s%s%sXXXXXX", parent,
-				  parent[strlen(parent) - 1] == '/' ? "" : "/", prefix);
+	                          parent[strlen(parent) - 1] == '/' ? "" : "/", prefix);
 	if (!mkdtemp(tmpl)) {
 		int e = errno;
 		int r = sw_error_os(err, e, "create a temporary folder '%s'", tmpl);

@@ -83,7 +83,7 @@ int sw_http_client_new(sw_http_client **out, const sw_http_opts *opts, sw_error 
 	pthread_once(&global_once, global_init);
 	if (global_rc != CURLE_OK)
 		return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_CURL, (int)global_rc,
-				    "initialise libcurl: %s", curl_easy_strerror(global_rc));
+		                    "initialise libcurl: %s", curl_easy_strerror(global_rc));
 	sw_http_opts o = { 0 };
 	if (opts)
 		o = *opts;
@@ -94,10 +94,10 @@ int sw_http_client_new(sw_http_client **out, const sw_http_opts *opts, sw_error 
 	if (!c->curl) {
 		free(c);
 		return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_CURL, CURLE_FAILED_INIT,
-				    "create a libcurl handle");
+		                    "create a libcurl handle");
 	}
 	c->connect_timeout_ms =
-		o.connect_timeout_ms > 0 ? o.connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
+	        o.connect_timeout_ms > 0 ? o.connect_timeout_ms : DEFAULT_CONNECT_TIMEOUT_MS;
 	c->stall_timeout_s = o.stall_timeout_s > 0 ? o.stall_timeout_s : DEFAULT_STALL_TIMEOUT_S;
 	c->max_retries = o.max_retries < 0 ? DEFAULT_MAX_RETRIES : o.max_retries;
 	c->backoff_base_ms = o.backoff_base_ms > 0 ? o.backoff_base_ms : DEFAULT_BACKOFF_BASE_MS;
@@ -175,7 +175,7 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 	struct xfer *x = ud;
 	size_t total = size * nitems, len = total;
 	while (len && (buf[len - 1] == '\r' || buf[len - 1] == '\n' || buf[len - 1] == ' ' ||
-		       buf[len - 1] == '\t'))
+	               buf[len - 1] == '\t'))
 		len--;
 	if (len >= 5 && strncmp(buf, "HTTP/", 5) == 0) {
 		/* a new answer (after a redirect, a 1xx or a reconnect): start over */
@@ -194,8 +194,8 @@ static size_t on_header(char *buf, size_t size, size_t nitems, void *ud)
 		/* an obsolete folded line continues the previous header */
 		size_t skip = strspn(buf, " \t");
 		char *prev = h[x->nheaders - 1];
-		h[x->nheaders - 1] =
-			sw_xasprintf("%s %.*s", prev, (int)(len > skip ? len - skip : 0), buf + skip);
+		h[x->nheaders - 1] = sw_xasprintf("%s %.*s", prev,
+		                                  (int)(len > skip ? len - skip : 0), buf + skip);
 		free(prev);
 		return total;
 	}
@@ -265,7 +265,7 @@ static int on_seek(void *ud, curl_off_t offset, int origin)
 		if (offset != 0 || !req->rewind_cb)
 			return CURL_SEEKFUNC_CANTSEEK;
 		return req->rewind_cb(req->read_payload) == 0 ? CURL_SEEKFUNC_OK
-							       : CURL_SEEKFUNC_FAIL;
+		                                              : CURL_SEEKFUNC_FAIL;
 	}
 	if ((uint64_t)offset > req->body_len)
 		return CURL_SEEKFUNC_FAIL;
@@ -291,14 +291,14 @@ static bool header_named(const char *h, const char *name)
 	return strncasecmp(h, name, n) == 0 && (h[n] == ':' || h[n] == ';');
 }
 
-#define SET(opt, val)                                                                              \
-	do {                                                                                       \
-		if (rc == CURLE_OK)                                                                \
-			rc = curl_easy_setopt(h, opt, val);                                        \
+#define SET(opt, val)                                       \
+	do {                                                \
+		if (rc == CURLE_OK)                         \
+			rc = curl_easy_setopt(h, opt, val); \
 	} while (0)
 
 static int setup(sw_http_client *c, struct xfer *x, const char *method, struct curl_slist **hdrs,
-		 sw_error **err)
+                 sw_error **err)
 {
 	const sw_http_request *req = x->req;
 	CURL *h = c->curl;
@@ -393,7 +393,7 @@ static int setup(sw_http_client *c, struct xfer *x, const char *method, struct c
 	}
 	if (rc != CURLE_OK)
 		return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_CURL, (int)rc,
-				    "set up the request: %s", curl_easy_strerror(rc));
+		                    "set up the request: %s", curl_easy_strerror(rc));
 	return 0;
 }
 
@@ -429,18 +429,17 @@ static void sleep_ms(long ms)
 }
 
 static int curl_fail(sw_error **err, CURLcode cc, const char *method, const char *url,
-		     const char *errbuf, int attempts)
+                     const char *errbuf, int attempts)
 {
 	const char *text = errbuf[0] ? errbuf : curl_easy_strerror(cc);
 	int code = cc == CURLE_OPERATION_TIMEDOUT ? SW_ERR_TIMEOUT : SW_ERR_GENERIC;
 	if (attempts > 1)
 		return sw_error_lib(err, code, SW_ERRSRC_CURL, (int)cc,
-				    "%s %s: %s (after %d attempts)", method, url, text, attempts);
+		                    "%s %s: %s (after %d attempts)", method, url, text, attempts);
 	return sw_error_lib(err, code, SW_ERRSRC_CURL, (int)cc, "%s %s: %s", method, url, text);
 }
 
-int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *req,
-	       sw_error **err)
+int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *req, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	sw_buf_init(&out->body, req->max_body);
@@ -486,18 +485,20 @@ int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *
 
 		if (x.too_big) {
 			r = sw_error_set(err, SW_ERR_INVALID,
-					 "%s %s: response body exceeds the limit of %zu bytes", method,
-					 shown, out->body.max ? out->body.max : SW_BUF_DEFAULT_MAX);
+			                 "%s %s: response body exceeds the limit of %zu bytes",
+			                 method, shown,
+			                 out->body.max ? out->body.max : SW_BUF_DEFAULT_MAX);
 			break;
 		}
 		if (x.too_many_headers) {
-			r = sw_error_set(err, SW_ERR_INVALID, "%s %s: more than %d response headers",
-					 method, shown, MAX_HEADERS);
+			r = sw_error_set(err, SW_ERR_INVALID,
+			                 "%s %s: more than %d response headers", method, shown,
+			                 MAX_HEADERS);
 			break;
 		}
 		if (x.cb_error < 0) {
 			r = sw_error_set(err, x.cb_error, "%s %s: %s failed", method, shown,
-					 x.cb_what);
+			                 x.cb_what);
 			break;
 		}
 
@@ -505,7 +506,8 @@ int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *
 		out->status = 0;
 		if (answered)
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &out->status);
-		bool retry = more && (answered ? retryable_status(out->status) : retryable_curl(cc));
+		bool retry =
+		        more && (answered ? retryable_status(out->status) : retryable_curl(cc));
 		if (retry && req->read_cb && req->rewind_cb(req->read_payload) < 0) {
 			SW_LOG(SW_LOG_DEBUG, "%s %s: the request body cannot be rewound; no retry",
 			       method, shown);
@@ -525,7 +527,7 @@ int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *
 				wait = c->backoff_max_ms;
 		} else {
 			snprintf(reason, sizeof(reason), "%s",
-				 c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
+			         c->errbuf[0] ? c->errbuf : curl_easy_strerror(cc));
 		}
 		if (wait < 0)
 			wait = backoff_ms(c, attempt);
@@ -595,7 +597,7 @@ long sw_http_retry_after_ms(const char *value)
 	value += strspn(value, " \t");
 	size_t len = strlen(value);
 	while (len && (value[len - 1] == ' ' || value[len - 1] == '\t' || value[len - 1] == '\r' ||
-		       value[len - 1] == '\n'))
+	               value[len - 1] == '\n'))
 		len--;
 	if (len == 0)
 		return -1;

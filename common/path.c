@@ -43,7 +43,8 @@ char *sw_path_clean(const char *path)
 			r++;
 		} else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
 			r++;
-		} else if (path[r] == '.' && path[r + 1] == '.' && (r + 2 == n || path[r + 2] == '/')) {
+		} else if (path[r] == '.' && path[r + 1] == '.' &&
+		           (r + 2 == n || path[r + 2] == '/')) {
 			r += 2;
 			if (w > dotdot) {
 				w--;
@@ -140,13 +141,13 @@ int sw_path_resolve_in_root(char **out, int rootfd, const char *path, int flags,
 		}
 		if (l >= PATH_MAX) {
 			r = sw_error_os(err, ENAMETOOLONG, "resolve '%s': read link '%s'", path,
-					res.data);
+			                res.data);
 			goto out;
 		}
 		if (++links > MAX_SYMLINKS) {
 			r = sw_error_set(err, SW_ERR_INVALID,
-					 "resolve '%s': more than %d symbolic links (a loop?)", path,
-					 MAX_SYMLINKS);
+			                 "resolve '%s': more than %d symbolic links (a loop?)",
+			                 path, MAX_SYMLINKS);
 			goto out;
 		}
 		/* continue from the link's folder, or from the root for an absolute target */
@@ -212,7 +213,7 @@ static int open_walk(int rootfd, const char *rel, int oflags, mode_t mode)
 }
 
 int sw_path_open_in_root(int *out_fd, int rootfd, const char *path, int oflags, mode_t mode,
-			 sw_error **err)
+                         sw_error **err)
 {
 	*out_fd = -1;
 	if (path == NULL)

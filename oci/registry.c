@@ -562,17 +562,23 @@ static int dl_write_cb(const void *data, size_t len, void *payload)
 	return dl_sink(c, data, len);
 }
 
+/* Empty the side file for the next attempt. */
+static int dl_side_reset(dl_ctx *c)
+{
+	if (ftruncate(c->side_fd, 0) < 0 || lseek(c->side_fd, 0, SEEK_SET) < 0)
+		return -1;
+	c->side_len = 0;
+	return 0;
+}
+
 static int dl_restart(void *payload)
 {
 	dl_ctx *c = payload;
 	if (c->streaming && !c->to_side)
 		return -1; /* bytes of a 401 answer reached the writer: start over */
 	sw_buf_reset(&c->pending);
-	if (c->to_side) {
-		if (ftruncate(c->side_fd, 0) < 0 || lseek(c->side_fd, 0, SEEK_SET) < 0)
-			return -1;
-		c->side_len = 0;
-	}
+	if (c->to_side)
+		return dl_side_reset(c);
 	return 0;
 }
 
@@ -599,9 +605,8 @@ static int dl_side_to_writer(dl_ctx *c, sw_error **err)
 			return sw_error_code_of(*err);
 		left -= n;
 	}
-	if (ftruncate(c->side_fd, 0) < 0)
+	if (dl_side_reset(c) < 0)
 		return sw_error_os(err, errno, "resumed download: truncate");
-	c->side_len = 0;
 	return 0;
 }
 
@@ -736,10 +741,8 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 				r2 = sw_oci_store_blob_begin(&c.w, s, err);
 				if (r2 == 0)
 					r2 = dl_side_to_writer(&c, err);
-			} else if (ftruncate(c.side_fd, 0) < 0) {
+			} else if (dl_side_reset(&c) < 0) {
 				r2 = sw_error_os(err, errno, "resumed download: truncate");
-			} else {
-				c.side_len = 0;
 			}
 			if (r2 < 0) {
 				sw_http_response_free(&resp);
@@ -1341,10 +1344,12 @@ static int push_blob_set(const push_ctx *p, const sw_oci_descriptor *const *desc
 			sw_http_client_free(ws[i].http);
 	}
 	/* the first failure in blob order is the one reported */
-	for (size_t i = 0; i < n && rc == 0; i++) {
+	for (size_t i = 0; i < n; i++) {
 		if (jobs[i].done && jobs[i].rc < 0) {
+			if (rc == 0)
+				rc = jobs[i].rc;
 			err_take(err, &jobs[i].err);
-			rc = jobs[i].rc;
+			break;
 		}
 	}
 	for (size_t i = 0; i < n; i++) {

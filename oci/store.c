@@ -268,7 +268,7 @@ char *sw_oci_store_blob_path(sw_oci_store *s, const sw_digest *d)
 
 bool sw_oci_store_has_blob(sw_oci_store *s, const sw_digest *d)
 {
-	if (!sw_oci_digest_is_set(d))
+	if (!sw_oci_digest_is_set(d) || sw_oci_digest_parse(NULL, d->s, NULL) < 0)
 		return false;
 	cleanup_free char *p = sw_oci_store_blob_path(s, d);
 	struct stat st;

@@ -20,6 +20,11 @@ SW_ITEST_DIR="$SW_TEST_SRCDIR/tests/integration"
 SW_TOOLS="$SW_ITEST_DIR/tools"
 export SLIPWAY SW_TEST_SRCDIR
 
+# The busybox rootfs comes from lib_rootfs.sh (sw_make_busybox_tar). It is sourced first, so
+# the functions below (fail, sw_tmpdir, ...) are the ones the registry tests get.
+# shellcheck source=tests/integration/lib_rootfs.sh
+. "$SW_ITEST_DIR/lib_rootfs.sh"
+
 SW_PIDS=()
 SW_LOGS=()
 SW_NREG=0
@@ -415,6 +420,15 @@ proxy_faults() {
 
 # ---------------------------------------------------------------- images
 
+# The busybox binary that rootfs_tar puts at bin/busybox.
+# shellcheck disable=SC2034 # used by the tests
+ROOTFS_BUSYBOX=$SW_BUSYBOX
+
+# rootfs_tar DEST: a busybox root filesystem tarball (lib_rootfs.sh's sw_make_busybox_tar).
+rootfs_tar() {
+	sw_make_busybox_tar "$1"
+}
+
 # layout_digest DIR TAG: the digest index.json of the OCI layout DIR gives for TAG (its
 # org.opencontainers.image.ref.name annotation); empty when there is none.
 layout_digest() {
@@ -467,9 +481,3 @@ summary_num() {
 	[[ $1 =~ $re ]] || fail "copy summary has no '$2' count; stderr: $1"
 	echo "${BASH_REMATCH[1]}"
 }
-
-# The busybox rootfs tarball comes from lib_rootfs.sh when it is there.
-if [ -f "$SW_ITEST_DIR/lib_rootfs.sh" ]; then
-	# shellcheck source=/dev/null
-	. "$SW_ITEST_DIR/lib_rootfs.sh"
-fi

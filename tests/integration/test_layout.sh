@@ -97,6 +97,63 @@ sw_expect_eq application/vnd.oci.image.layer.v1.tar+zstd \
 	"$(sw_json "$tmp/arm.json" layers.0.mediaType)" "zstd layer"
 sw_expect_eq "$diff_id" "$(sw_json "$tmp/arm.json" layers.0.diffID)" "zstd diffID"
 skopeo inspect --raw "oci:$tmp/layout:bb-arm" >/dev/null || fail "skopeo cannot read bb-arm"
+
+echo "== an index (written by another tool) over both"
+ix=$(python3 - "$tmp/layout" "$digest" "$d2" <<'EOF'
+import hashlib, json, os, sys
+layout, amd, arm = sys.argv[1:]
+def size(d):
+    return os.path.getsize(os.path.join(layout, "blobs/sha256", d[7:]))
+mt = "application/vnd.oci.image.manifest.v1+json"
+index = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+         "manifests": [
+             {"mediaType": mt, "digest": amd, "size": size(amd),
+              "platform": {"os": "linux", "architecture": "amd64"}},
+             {"mediaType": mt, "digest": arm, "size": size(arm),
+              "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}}]}
+raw = json.dumps(index, indent=1).encode()
+d = "sha256:" + hashlib.sha256(raw).hexdigest()
+with open(os.path.join(layout, "blobs/sha256", d[7:]), "wb") as f:
+    f.write(raw)
+with open(os.path.join(layout, "index.json")) as f:
+    top = json.load(f)
+top["manifests"].append({"mediaType": index["mediaType"], "digest": d, "size": len(raw),
+                         "annotations": {"org.opencontainers.image.ref.name": "multi"}})
+with open(os.path.join(layout, "index.json"), "w") as f:
+    json.dump(top, f)
+print(d)
+EOF
+)
+"$SLIPWAY" image inspect --platform linux/amd64 "oci:$tmp/layout:multi" >"$tmp/multi.json"
+sw_expect_eq "$digest" "$(sw_json "$tmp/multi.json" digest)" "index narrowed to amd64"
+sw_expect_eq "$ix" "$(sw_json "$tmp/multi.json" indexDigest)" "indexDigest"
+"$SLIPWAY" image inspect --platform linux/arm64 "oci:$tmp/layout:multi" >"$tmp/multi-arm.json"
+sw_expect_eq "$d2" "$(sw_json "$tmp/multi-arm.json" digest)" "index narrowed to arm64"
+sw_expect_eq linux/arm64/v8 "$(sw_json "$tmp/multi-arm.json" platform)" "arm64 from the index"
+sw_expect_eq "${ix#sha256:}" \
+	"$("$SLIPWAY" image inspect --raw "oci:$tmp/layout:multi" | sha256sum | cut -d' ' -f1)" \
+	"--raw of an index"
+sw_expect_eq "${d2#sha256:}" "$("$SLIPWAY" image inspect --raw --platform linux/arm64/v8 \
+	"oci:$tmp/layout:multi" | sha256sum | cut -d' ' -f1)" "--raw --platform of an index"
+rc=0
+"$SLIPWAY" image inspect --platform linux/s390x "oci:$tmp/layout:multi" 2>"$tmp/s390x.err" ||
+	rc=$?
+sw_expect_eq 1 "$rc" "exit code of a platform the index lacks"
+sw_expect_contains "$(cat "$tmp/s390x.err")" "linux/arm64" "the error lists the platforms"
+line=$("$SLIPWAY" image ls "oci:$tmp/layout" | grep '^multi ') || fail "ls does not list multi"
+sw_expect_contains "$line" "sha256:${ix:7:12} " "ls index digest"
+sw_expect_contains "$line" "linux/amd64,linux/arm64/v8" "ls index platforms"
+sw_expect_eq "$ix" "$(skopeo inspect --raw "oci:$tmp/layout:multi" | sha256sum |
+	sed 's/^/sha256:/; s/ .*//')" "skopeo reads the index"
+# drop it again so that the counts below stay simple
+python3 - "$tmp/layout" <<'EOF'
+import json, os, sys
+p = os.path.join(sys.argv[1], "index.json")
+top = json.load(open(p))
+top["manifests"] = [m for m in top["manifests"]
+                    if m.get("annotations", {}).get("org.opencontainers.image.ref.name") != "multi"]
+json.dump(top, open(p, "w"))
+EOF
 "$SLIPWAY" image import --compression none "$tmp/rootfs.tar" "oci:$tmp/layout:bb-arm" >/dev/null
 sw_expect_eq 2 "$("$SLIPWAY" image ls --quiet "oci:$tmp/layout" | wc -l)" "retag replaces"
 umoci unpack --rootless --image "$tmp/layout:bb-arm" "$tmp/bundle2" >/dev/null 2>&1 ||

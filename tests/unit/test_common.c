@@ -73,9 +73,9 @@ static char *list_dir(const char *path)
 	sw_buf b = SW_BUF_INIT(0);
 	for (int i = 0; i < n; i++) {
 		if (strcmp(names[i]->d_name, ".") != 0 && strcmp(names[i]->d_name, "..") != 0) {
-			assert_int_equal(sw_buf_printf(&b, NULL, "%s%s", b.len ? "," : "",
-						       names[i]->d_name),
-					 0);
+			assert_int_equal(
+			        sw_buf_printf(&b, NULL, "%s%s", b.len ? "," : "", names[i]->d_name),
+			        0);
 		}
 		free(names[i]);
 	}
@@ -90,7 +90,7 @@ static void test_common__error_first_cause_wins(void **state)
 	(void)state;
 	sw_error *e = NULL;
 	assert_int_equal(sw_error_set(&e, SW_ERR_NOT_FOUND, "blob %s missing", "sha256:ab"),
-			 SW_ERR_NOT_FOUND);
+	                 SW_ERR_NOT_FOUND);
 	/* a second set keeps the first cause but still returns its own code */
 	assert_int_equal(sw_error_set(&e, SW_ERR_INVALID, "later"), SW_ERR_INVALID);
 	assert_string_equal(sw_error_msg(e), "blob sha256:ab missing");
@@ -114,7 +114,7 @@ static void test_common__error_first_cause_wins(void **state)
 	sw_error_clear(&e);
 
 	assert_int_equal(sw_error_lib(&e, SW_ERR_AUTH, SW_ERRSRC_HTTP, 401, "GET %s", "/v2/"),
-			 SW_ERR_AUTH);
+	                 SW_ERR_AUTH);
 	assert_int_equal(e->source, SW_ERRSRC_HTTP);
 	assert_int_equal(e->sys, 401);
 	assert_string_equal(e->msg, "GET /v2/");
@@ -128,8 +128,9 @@ static void test_common__error_os_codes(void **state)
 		int errnum;
 		int code;
 	} cases[] = {
-		{ ENOENT, SW_ERR_NOT_FOUND }, { EEXIST, SW_ERR_CONFLICT }, { EACCES, SW_ERR_AUTH },
-		{ EPERM, SW_ERR_AUTH },       { ELOOP, SW_ERR_INVALID },   { EINVAL, SW_ERR_INVALID },
+		{ ENOENT, SW_ERR_NOT_FOUND },  { EEXIST, SW_ERR_CONFLICT },
+		{ EACCES, SW_ERR_AUTH },       { EPERM, SW_ERR_AUTH },
+		{ ELOOP, SW_ERR_INVALID },     { EINVAL, SW_ERR_INVALID },
 		{ ETIMEDOUT, SW_ERR_TIMEOUT }, { EIO, SW_ERR_GENERIC },
 	};
 	for (size_t i = 0; i < SW_ARRAY_SIZE(cases); i++) {
@@ -173,7 +174,8 @@ static void test_common__buf_cap(void **state)
 static void test_common__redact(void **state)
 {
 	(void)state;
-	cleanup_free char *u = sw_redact("push to https://bob:s3cr3t@registry.example/v2/app failed");
+	cleanup_free char *u =
+	        sw_redact("push to https://bob:s3cr3t@registry.example/v2/app failed");
 	assert_null(strstr(u, "s3cr3t"));
 	assert_non_null(strstr(u, "https://bob:***@registry.example/v2/app failed"));
 
@@ -431,8 +433,9 @@ static void test_common__path_clean_join(void **state)
 		assert_string_equal(got, clean[i][1]);
 	}
 	static const char *const join[][3] = {
-		{ "a", "b", "a/b" },   { "a/", "/b", "a/b" }, { "/", "x", "/x" },
-		{ "", "b", "b" },      { "a", "", "a" },      { "/s//", "blobs/sha256", "/s/blobs/sha256" },
+		{ "a", "b", "a/b" },  { "a/", "/b", "a/b" },
+		{ "/", "x", "/x" },   { "", "b", "b" },
+		{ "a", "", "a" },     { "/s//", "blobs/sha256", "/s/blobs/sha256" },
 		{ "a//", "//", "a" },
 	};
 	for (size_t i = 0; i < SW_ARRAY_SIZE(join); i++) {
@@ -573,7 +576,7 @@ static void test_common__path_resolve_in_root(void **state)
 			fail_msg("resolve '%s': %s", cases[i].in, sw_error_msg(e));
 		if (strcmp(out, cases[i].out) != 0)
 			fail_msg("resolve '%s': got '%s', want '%s'", cases[i].in, out,
-				 cases[i].out);
+			         cases[i].out);
 		assert_true(out[0] != '/');
 		cleanup_free char *clean = sw_path_clean(out);
 		assert_true(strncmp(clean, "..", 2) != 0);
@@ -586,7 +589,7 @@ static void test_common__path_resolve_in_root(void **state)
 		char *out = NULL;
 		sw_error *e = NULL;
 		assert_int_equal(sw_path_resolve_in_root(&out, f->rootfd, loops[i], 0, &e),
-				 SW_ERR_INVALID);
+		                 SW_ERR_INVALID);
 		assert_null(out);
 		assert_non_null(strstr(sw_error_msg(e), loops[i]));
 		sw_error_free(e);
@@ -609,7 +612,7 @@ static void check_open_in_root(struct root_fixture *f)
 
 	/* an absolute link deeper down restarts from the root too */
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "x/abs/hostname", O_RDONLY, 0, &e),
-			 0);
+	                 0);
 	n = read(fd, buf, sizeof(buf) - 1);
 	close(fd);
 	assert_int_equal(n, 6);
@@ -618,7 +621,7 @@ static void check_open_in_root(struct root_fixture *f)
 	const char *escapes[] = { "b/../../../outside/secret", "up/secret", "../outside/secret" };
 	for (size_t i = 0; i < SW_ARRAY_SIZE(escapes); i++) {
 		assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, escapes[i], O_RDONLY, 0, &e),
-				 SW_ERR_NOT_FOUND);
+		                 SW_ERR_NOT_FOUND);
 		assert_int_equal(fd, -1);
 		sw_error_clear(&e);
 	}
@@ -627,7 +630,7 @@ static void check_open_in_root(struct root_fixture *f)
 	const char *creates[] = { "evil", "evil2", "b/created", "a/../../new" };
 	for (size_t i = 0; i < SW_ARRAY_SIZE(creates); i++) {
 		if (sw_path_open_in_root(&fd, f->rootfd, creates[i], O_WRONLY | O_CREAT | O_TRUNC,
-					 0640, &e) < 0)
+		                         0640, &e) < 0)
 			fail_msg("create '%s': %s", creates[i], sw_error_msg(e));
 		assert_int_equal(write(fd, "w", 1), 1);
 		close(fd);
@@ -652,31 +655,31 @@ static void check_open_in_root(struct root_fixture *f)
 
 	/* O_NOFOLLOW refuses a final symlink; loops fail; missing parents are not created */
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "a", O_RDONLY | O_NOFOLLOW, 0, &e),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	sw_error_clear(&e);
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "c", O_RDONLY, 0, &e),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	sw_error_clear(&e);
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "over0", O_RDONLY, 0, &e),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	sw_error_clear(&e);
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "chain0/hostname", O_RDONLY, 0, &e),
-			 0);
+	                 0);
 	close(fd);
-	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "missing/dir/f",
-					      O_WRONLY | O_CREAT, 0644, &e),
-			 SW_ERR_NOT_FOUND);
+	assert_int_equal(
+	        sw_path_open_in_root(&fd, f->rootfd, "missing/dir/f", O_WRONLY | O_CREAT, 0644, &e),
+	        SW_ERR_NOT_FOUND);
 	assert_non_null(strstr(sw_error_msg(e), "missing/dir/f"));
 	sw_error_clear(&e);
 	/* O_CREAT|O_EXCL does not follow a final symlink */
-	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "evil",
-					      O_WRONLY | O_CREAT | O_EXCL, 0644, &e),
-			 SW_ERR_CONFLICT);
+	assert_int_equal(
+	        sw_path_open_in_root(&fd, f->rootfd, "evil", O_WRONLY | O_CREAT | O_EXCL, 0644, &e),
+	        SW_ERR_CONFLICT);
 	sw_error_clear(&e);
 
 	/* folders open too, the root itself included */
 	assert_int_equal(sw_path_open_in_root(&fd, f->rootfd, "b", O_RDONLY | O_DIRECTORY, 0, &e),
-			 0);
+	                 0);
 	assert_int_equal(fstat(fd, &st), 0);
 	close(fd);
 	struct stat rst;
@@ -713,11 +716,11 @@ int main(void)
 		cmocka_unit_test(test_common__fs_write_all),
 		cmocka_unit_test(test_common__path_clean_join),
 		cmocka_unit_test_setup_teardown(test_common__path_resolve_in_root, root_setup,
-						root_teardown),
+		                                root_teardown),
 		cmocka_unit_test_setup_teardown(test_common__path_open_in_root_kernel, root_setup,
-						root_teardown),
-		cmocka_unit_test_setup_teardown(test_common__path_open_in_root_fallback,
-						root_setup, root_teardown),
+		                                root_teardown),
+		cmocka_unit_test_setup_teardown(test_common__path_open_in_root_fallback, root_setup,
+		                                root_teardown),
 	};
 	int failed = cmocka_run_group_tests_name("common", tests, NULL, NULL);
 	failed += test_common_http_run();

@@ -154,8 +154,7 @@ static void answer(struct server *s, struct conn *c, bool head_only)
 	size_t blen = st->body ? (st->body_len ? st->body_len : strlen(st->body)) : 0;
 	size_t announced = st->kind == STEP_STALL ? blen + 1000 : blen;
 	cleanup_free char *h = sw_xasprintf("HTTP/1.1 %d Scripted\r\nContent-Length: %zu\r\n%s\r\n",
-					   st->status, announced,
-					   st->headers ? st->headers : "");
+	                                    st->status, announced, st->headers ? st->headers : "");
 	bool ok = send_all(c->fd, h, strlen(h));
 	if (ok && blen && !head_only)
 		ok = send_all(c->fd, st->body, blen);
@@ -462,7 +461,7 @@ static void test_common__http_connect_refused(void **state)
 	assert_int_equal(getsockname(fd, (struct sockaddr *)&a, &alen), 0);
 	close(fd);
 	cleanup_free char *url =
-		sw_xasprintf("http://user:pw@127.0.0.1:%d/v2/x/blobs/uploads/", ntohs(a.sin_port));
+	        sw_xasprintf("http://user:pw@127.0.0.1:%d/v2/x/blobs/uploads/", ntohs(a.sin_port));
 
 	sw_http_client *c = client(5, 20, 2);
 	sw_http_request req = { .method = "POST", .url = url };
@@ -637,7 +636,7 @@ static void test_common__http_put_stream_rewind(void **state)
 		assert_non_null(strcasestr(s.recs[i].head, "Content-Length: 300000\r\n"));
 		assert_null(strcasestr(s.recs[i].head, "Expect:"));
 		assert_non_null(
-			strcasestr(s.recs[i].head, "Content-Type: application/octet-stream\r\n"));
+		        strcasestr(s.recs[i].head, "Content-Type: application/octet-stream\r\n"));
 	}
 	server_free(&s);
 }
@@ -661,10 +660,10 @@ static void test_common__http_stream_without_rewind(void **state)
 	/* no rewind callback: a streamed body is sent once */
 	struct stream st = { payload, 1000, 0, 1000, 0, false };
 	sw_http_request req = { .method = "PATCH",
-				.url = url,
-				.read_cb = stream_read,
-				.read_payload = &st,
-				.body_size = 1000 };
+		                .url = url,
+		                .read_cb = stream_read,
+		                .read_payload = &st,
+		                .body_size = 1000 };
 	assert_int_equal(sw_http_do(&resp, c, &req, &e), 0);
 	assert_int_equal(resp.status, 503);
 	assert_int_equal(resp.attempts, 1);
@@ -701,11 +700,11 @@ static void test_common__http_chunked_upload(void **state)
 	cleanup_free char *payload = make_payload(len);
 	struct stream st = { payload, len, 0, 4096, 0, true };
 	sw_http_request req = { .method = "PATCH",
-				.url = url,
-				.read_cb = stream_read,
-				.rewind_cb = stream_rewind,
-				.read_payload = &st,
-				.body_size = -1 };
+		                .url = url,
+		                .read_cb = stream_read,
+		                .rewind_cb = stream_rewind,
+		                .read_payload = &st,
+		                .body_size = -1 };
 	sw_http_response resp;
 	sw_error *e = NULL;
 	assert_int_equal(sw_http_do(&resp, c, &req, &e), 0);
@@ -728,12 +727,12 @@ static void test_common__http_methods(void **state)
 {
 	(void)state;
 	static const struct step steps[] = {
-		{ STEP_ANSWER, 201, NULL, NULL, 0 },                  /* PUT, empty body */
+		{ STEP_ANSWER, 201, NULL, NULL, 0 }, /* PUT, empty body */
 		{ STEP_ANSWER, 200, "Docker-Content-Digest: sha256:1\r\n", "12345", 0 }, /* HEAD */
-		{ STEP_ANSWER, 202, NULL, NULL, 0 },                  /* POST with a body */
-		{ STEP_ANSWER, 202, NULL, NULL, 0 },                  /* empty POST */
-		{ STEP_ANSWER, 202, NULL, NULL, 0 },                  /* DELETE */
-		{ STEP_ANSWER, 201, NULL, NULL, 0 },                  /* PUT from memory */
+		{ STEP_ANSWER, 202, NULL, NULL, 0 }, /* POST with a body */
+		{ STEP_ANSWER, 202, NULL, NULL, 0 }, /* empty POST */
+		{ STEP_ANSWER, 202, NULL, NULL, 0 }, /* DELETE */
+		{ STEP_ANSWER, 201, NULL, NULL, 0 }, /* PUT from memory */
 	};
 	struct server s;
 	server_start(&s, steps, SW_ARRAY_SIZE(steps));
