@@ -209,7 +209,9 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 		}
 		if (errno == ENOSYS || errno == EPERM)
 			c->no_openat2 = true;
-		else if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR && errno != EXDEV) {
+		else if (errno == EXDEV)
+			return entry_fail(err, entry, "'%s' leads outside the target folder", rel);
+		else if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR) {
 			cleanup_free char *what = sw_xasprintf("open folder '%s'", rel);
 			return entry_os(err, errno, entry, what);
 		}
@@ -227,6 +229,11 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 			end++;
 		prefix[end] = '\0';
 		const char *comp = prefix + pos;
+		if (!*comp || strcmp(comp, ".") == 0 || strcmp(comp, "..") == 0) {
+			/* callers pass clean paths; never walk up, whatever happens */
+			close(fd);
+			return entry_fail(err, entry, "'%s' is not a clean path", rel);
+		}
 		int nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
 		if (nfd < 0 && errno == ENOENT && create) {
 			if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {

@@ -112,7 +112,7 @@ static const char *type_name(const json_t *j)
 
 /* Fail with "WHAT: PATH: message" (SW_ERR_INVALID). */
 static int bad(sw_error **err, const char *what, const char *path, const char *fmt, ...)
-	SW_PRINTF(4, 5);
+        SW_PRINTF(4, 5);
 
 static int bad(sw_error **err, const char *what, const char *path, const char *fmt, ...)
 {
@@ -138,7 +138,7 @@ static const char *subpath(char *buf, size_t n, const char *base, const char *ke
 
 /* Load a JSON object from (buf, len): size capped, duplicate keys refused. */
 static int load_object(json_t **out, const char *what, const char *buf, size_t len, size_t max,
-		       sw_error **err)
+                       sw_error **err)
 {
 	*out = NULL;
 	if (!buf)
@@ -149,8 +149,8 @@ static int load_object(json_t **out, const char *what, const char *buf, size_t l
 	json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
 	if (!j)
 		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, (int)json_error_code(&je),
-				    "%s: invalid JSON at line %d, column %d: %s", what, je.line,
-				    je.column, je.text);
+		                    "%s: invalid JSON at line %d, column %d: %s", what, je.line,
+		                    je.column, je.text);
 	if (!json_is_object(j)) {
 		int r = bad(err, what, NULL, "expected a JSON object, got %s", type_name(j));
 		json_decref(j);
@@ -167,8 +167,8 @@ static int load_object(json_t **out, const char *what, const char *buf, size_t l
  * obj[key] as a string (borrowed): *out NULL when absent or null, which is an error with
  * F_REQUIRED. F_NONEMPTY refuses "".
  */
-static int get_str(const char **out, json_t *obj, const char *key, unsigned flags,
-		   const char *what, const char *path, sw_error **err)
+static int get_str(const char **out, json_t *obj, const char *key, unsigned flags, const char *what,
+                   const char *path, sw_error **err)
 {
 	char p[PATH_MAX_LEN];
 	*out = NULL;
@@ -180,7 +180,7 @@ static int get_str(const char **out, json_t *obj, const char *key, unsigned flag
 	}
 	if (!json_is_string(v))
 		return bad(err, what, subpath(p, sizeof(p), path, key), "expected a string, got %s",
-			   type_name(v));
+		           type_name(v));
 	if ((flags & F_NONEMPTY) && json_string_length(v) == 0)
 		return bad(err, what, subpath(p, sizeof(p), path, key), "empty");
 	*out = json_string_value(v);
@@ -194,7 +194,7 @@ static char *dup_or_null(const char *s)
 
 /* obj[key]: an object whose values are all strings; copied into *out, NULL when empty. */
 static int get_string_map(json_t **out, json_t *obj, const char *key, const char *what,
-			  const char *path, sw_error **err)
+                          const char *path, sw_error **err)
 {
 	char p[PATH_MAX_LEN];
 	*out = NULL;
@@ -209,7 +209,7 @@ static int get_string_map(json_t **out, json_t *obj, const char *key, const char
 	json_object_foreach (v, k, val) {
 		if (!json_is_string(val))
 			return bad(err, what, p, "'%.64s': expected a string, got %s", k,
-				   type_name(val));
+			           type_name(val));
 	}
 	if (json_object_size(v))
 		*out = json_deep_copy(v);
@@ -217,8 +217,8 @@ static int get_string_map(json_t **out, json_t *obj, const char *key, const char
 }
 
 /* obj[key]: an array of strings (with allow_string, a lone string too) into a vector. */
-static int get_strv(char ***out, json_t *obj, const char *key, bool allow_string,
-		    const char *what, const char *path, sw_error **err)
+static int get_strv(char ***out, json_t *obj, const char *key, bool allow_string, const char *what,
+                    const char *path, sw_error **err)
 {
 	char p[PATH_MAX_LEN];
 	*out = NULL;
@@ -256,7 +256,7 @@ static int cmp_str(const void *a, const void *b)
 
 /* obj[key]: an object used as a set ("80/tcp": {}); its keys, sorted, NULL when empty. */
 static int get_key_set(char ***out, json_t *obj, const char *key, const char *what,
-		       const char *path, sw_error **err)
+                       const char *path, sw_error **err)
 {
 	char p[PATH_MAX_LEN];
 	*out = NULL;
@@ -265,7 +265,7 @@ static int get_key_set(char ***out, json_t *obj, const char *key, const char *wh
 		return 0;
 	if (!json_is_object(v))
 		return bad(err, what, subpath(p, sizeof(p), path, key),
-			   "expected an object, got %s", type_name(v));
+		           "expected an object, got %s", type_name(v));
 	size_t n = json_object_size(v);
 	if (!n)
 		return 0;
@@ -289,11 +289,11 @@ static int check_schema_version(json_t *j, const char *what, sw_error **err)
 		return bad(err, what, "schemaVersion", "missing");
 	if (!json_is_integer(v))
 		return bad(err, what, "schemaVersion", "expected the integer 2, got %s",
-			   type_name(v));
+		           type_name(v));
 	json_int_t n = json_integer_value(v);
 	if (n == 1)
 		return bad(err, what, "schemaVersion",
-			   "Docker schema 1 is not supported (only schema 2 and OCI)");
+		           "Docker schema 1 is not supported (only schema 2 and OCI)");
 	if (n != 2)
 		return bad(err, what, "schemaVersion", "expected 2, got %lld", (long long)n);
 	return 0;
@@ -305,8 +305,8 @@ static int check_schema_version(json_t *j, const char *what, sw_error **err)
  * takes the expected one, else `dflt`.
  */
 static int check_media_type(char **out, json_t *j, const char *expected, const char *what,
-			    bool (*is_kind)(const char *), const char *kind_name, const char *dflt,
-			    sw_error **err)
+                            bool (*is_kind)(const char *), const char *kind_name, const char *dflt,
+                            sw_error **err)
 {
 	*out = NULL;
 	const char *doc = NULL;
@@ -323,19 +323,19 @@ static int check_media_type(char **out, json_t *j, const char *expected, const c
 	}
 	if (exp && doc && strcmp(doc, exp) != 0)
 		return bad(err, what, "mediaType",
-			   "the document says '%.100s' but '%.100s' was expected", doc, exp);
+		           "the document says '%.100s' but '%.100s' was expected", doc, exp);
 	if (exp && !doc && !is_kind(exp))
 		return bad(err, what, "mediaType",
-			   "'%.100s' was expected but the document is %s without a mediaType", exp,
-			   kind_name);
+		           "'%.100s' was expected but the document is %s without a mediaType", exp,
+		           kind_name);
 	*out = sw_xstrdup(doc ? doc : exp ? exp : dflt);
 	return 0;
 }
 
 /* ---------------------------------------------------------------- platforms and descriptors */
 
-static int platform_from_json(sw_oci_platform **out, json_t *j, const char *what,
-			      const char *path, sw_error **err)
+static int platform_from_json(sw_oci_platform **out, json_t *j, const char *what, const char *path,
+                              sw_error **err)
 {
 	*out = NULL;
 	if (!json_is_object(j))
@@ -362,7 +362,7 @@ static int platform_from_json(sw_oci_platform **out, json_t *j, const char *what
 }
 
 static int descriptor_from_json(sw_oci_descriptor *out, json_t *j, const char *what,
-				const char *path, sw_error **err)
+                                const char *path, sw_error **err)
 {
 	char p[PATH_MAX_LEN];
 	memset(out, 0, sizeof(*out));
@@ -377,7 +377,7 @@ static int descriptor_from_json(sw_oci_descriptor *out, json_t *j, const char *w
 	cleanup_error sw_error *derr = NULL;
 	if (sw_oci_digest_parse(&d, dg, &derr) < 0)
 		return bad(err, what, subpath(p, sizeof(p), path, "digest"), "%s",
-			   sw_error_msg(derr));
+		           sw_error_msg(derr));
 	json_t *size = json_object_get(j, "size");
 	subpath(p, sizeof(p), path, "size");
 	if (!size)
@@ -389,7 +389,7 @@ static int descriptor_from_json(sw_oci_descriptor *out, json_t *j, const char *w
 		return bad(err, what, p, "negative (%lld)", (long long)sz);
 	if (sz > DESC_MAX_SIZE)
 		return bad(err, what, p, "%lld is over the limit of %lld bytes", (long long)sz,
-			   (long long)DESC_MAX_SIZE);
+		           (long long)DESC_MAX_SIZE);
 	json_t *annotations = NULL;
 	if (get_string_map(&annotations, j, "annotations", what, path, err) < 0)
 		return SW_ERR_INVALID;
@@ -397,7 +397,7 @@ static int descriptor_from_json(sw_oci_descriptor *out, json_t *j, const char *w
 	json_t *pj = json_object_get(j, "platform");
 	if (pj && !json_is_null(pj) &&
 	    platform_from_json(&platform, pj, what, subpath(p, sizeof(p), path, "platform"), err) <
-		    0) {
+	            0) {
 		json_decref(annotations);
 		return SW_ERR_INVALID;
 	}
@@ -412,7 +412,7 @@ static int descriptor_from_json(sw_oci_descriptor *out, json_t *j, const char *w
 
 /* An array of descriptors at obj[key] (required). */
 static int descriptors_from_json(sw_oci_descriptor **out, size_t *out_n, json_t *obj,
-				 const char *key, const char *what, sw_error **err)
+                                 const char *key, const char *what, sw_error **err)
 {
 	*out = NULL;
 	*out_n = 0;
@@ -541,7 +541,7 @@ static char *dump_canonical(json_t *j, size_t *len)
 /* ---------------------------------------------------------------- manifests and indexes */
 
 int sw_oci_manifest_parse(sw_oci_manifest *out, const char *buf, size_t len,
-			  const char *expected_media_type, sw_error **err)
+                          const char *expected_media_type, sw_error **err)
 {
 	static const char what[] = "manifest";
 	memset(out, 0, sizeof(*out));
@@ -551,8 +551,8 @@ int sw_oci_manifest_parse(sw_oci_manifest *out, const char *buf, size_t len,
 	if (check_schema_version(j, what, err) < 0)
 		return SW_ERR_INVALID;
 	if (check_media_type(&out->media_type, j, expected_media_type, what,
-			     sw_oci_media_type_is_manifest, "an image manifest", SW_OCI_MT_MANIFEST,
-			     err) < 0)
+	                     sw_oci_media_type_is_manifest, "an image manifest", SW_OCI_MT_MANIFEST,
+	                     err) < 0)
 		goto fail;
 	if (json_object_get(j, "manifests")) {
 		bad(err, what, "manifests", "present in an image manifest (is this an index?)");
@@ -576,7 +576,7 @@ fail:
 }
 
 int sw_oci_index_parse(sw_oci_index *out, const char *buf, size_t len,
-		       const char *expected_media_type, sw_error **err)
+                       const char *expected_media_type, sw_error **err)
 {
 	static const char what[] = "index";
 	memset(out, 0, sizeof(*out));
@@ -586,8 +586,8 @@ int sw_oci_index_parse(sw_oci_index *out, const char *buf, size_t len,
 	if (check_schema_version(j, what, err) < 0)
 		return SW_ERR_INVALID;
 	if (check_media_type(&out->media_type, j, expected_media_type, what,
-			     sw_oci_media_type_is_index, "an image index", SW_OCI_MT_INDEX,
-			     err) < 0)
+	                     sw_oci_media_type_is_index, "an image index", SW_OCI_MT_INDEX,
+	                     err) < 0)
 		goto fail;
 	if (json_object_get(j, "layers")) {
 		bad(err, what, "layers", "present in an image index (is this a manifest?)");
@@ -687,7 +687,7 @@ static int history_from_json(sw_oci_config *c, json_t *j, sw_error **err)
 		if (empty && !json_is_null(empty) && !json_is_boolean(empty)) {
 			char q[PATH_MAX_LEN];
 			return bad(err, what, subpath(q, sizeof(q), p, "empty_layer"),
-				   "expected a boolean, got %s", type_name(empty));
+			           "expected a boolean, got %s", type_name(empty));
 		}
 		sw_oci_history *hh = &c->history[c->n_history++];
 		hh->created = dup_or_null(created);
@@ -716,7 +716,7 @@ static int rootfs_from_json(sw_oci_config *c, json_t *j, sw_error **err)
 		return bad(err, what, "rootfs.diff_ids", "missing");
 	if (!json_is_array(ids))
 		return bad(err, what, "rootfs.diff_ids", "expected an array, got %s",
-			   type_name(ids));
+		           type_name(ids));
 	size_t n = json_array_size(ids);
 	if (!n)
 		return 0;

@@ -16,12 +16,15 @@ static const struct {
 	const char *arch;
 	const char *variant; /* implied by the alias, or NULL */
 } arch_aliases[] = {
-	{ "x86_64", "amd64", NULL },   { "x86-64", "amd64", NULL },   { "amd64", "amd64", NULL },
-	{ "aarch64", "arm64", NULL },  { "arm64", "arm64", NULL },    { "armv8l", "arm", "v7" },
-	{ "armv7l", "arm", "v7" },     { "armv7", "arm", "v7" },      { "armhf", "arm", "v7" },
-	{ "armv6l", "arm", "v6" },     { "armv6", "arm", "v6" },      { "armel", "arm", "v6" },
-	{ "armv5tel", "arm", "v5" },   { "armv5l", "arm", "v5" },     { "i386", "386", NULL },
-	{ "i486", "386", NULL },       { "i586", "386", NULL },       { "i686", "386", NULL },
+	{ "x86_64", "amd64", NULL },    { "x86-64", "amd64", NULL },
+	{ "amd64", "amd64", NULL },     { "aarch64", "arm64", NULL },
+	{ "arm64", "arm64", NULL },     { "armv8l", "arm", "v7" },
+	{ "armv7l", "arm", "v7" },      { "armv7", "arm", "v7" },
+	{ "armhf", "arm", "v7" },       { "armv6l", "arm", "v6" },
+	{ "armv6", "arm", "v6" },       { "armel", "arm", "v6" },
+	{ "armv5tel", "arm", "v5" },    { "armv5l", "arm", "v5" },
+	{ "i386", "386", NULL },        { "i486", "386", NULL },
+	{ "i586", "386", NULL },        { "i686", "386", NULL },
 	{ "ppc64el", "ppc64le", NULL }, { "loongarch64", "loong64", NULL },
 };
 
@@ -59,8 +62,9 @@ int sw_oci_platform_parse(sw_oci_platform *out, const char *s, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!s || !*s)
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "empty platform (expected OS/ARCH[/VARIANT], e.g. linux/amd64)");
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "empty platform (expected OS/ARCH[/VARIANT], e.g. linux/amd64)");
 	const char *parts[3] = { NULL, NULL, NULL };
 	size_t lens[3] = { 0, 0, 0 };
 	size_t n = 0;
@@ -70,14 +74,15 @@ int sw_oci_platform_parse(sw_oci_platform *out, const char *s, sw_error **err)
 		size_t l = slash ? (size_t)(slash - p) : strlen(p);
 		if (n == 3)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "platform '%.100s': too many parts (expected "
-					    "OS/ARCH[/VARIANT])",
-					    s);
+			                    "platform '%.100s': too many parts (expected "
+			                    "OS/ARCH[/VARIANT])",
+			                    s);
 		if (!valid_part(p, l))
-			return sw_error_set(err, SW_ERR_INVALID,
-					    "platform '%.100s': part %zu is empty or has characters "
-					    "other than [A-Za-z0-9_.-]",
-					    s, n + 1);
+			return sw_error_set(
+			        err, SW_ERR_INVALID,
+			        "platform '%.100s': part %zu is empty or has characters "
+			        "other than [A-Za-z0-9_.-]",
+			        s, n + 1);
 		parts[n] = p;
 		lens[n] = l;
 		n++;
@@ -86,9 +91,9 @@ int sw_oci_platform_parse(sw_oci_platform *out, const char *s, sw_error **err)
 		p = slash + 1;
 	}
 	if (n < 2)
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "platform '%.100s': expected OS/ARCH[/VARIANT], e.g. linux/amd64",
-				    s);
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "platform '%.100s': expected OS/ARCH[/VARIANT], e.g. linux/amd64", s);
 	out->os = sw_xstrndup(parts[0], lens[0]);
 	out->architecture = sw_xstrndup(parts[1], lens[1]);
 	if (n == 3)
@@ -188,7 +193,8 @@ bool sw_oci_platform_match(const sw_oci_platform *want, const sw_oci_platform *h
 		return false;
 	if (strcmp(want->os, have->os) != 0 || strcmp(want->architecture, have->architecture) != 0)
 		return false;
-	if (want->variant && *want->variant && !str_eq(effective_variant(want), effective_variant(have)))
+	if (want->variant && *want->variant &&
+	    !str_eq(effective_variant(want), effective_variant(have)))
 		return false;
 	if (want->os_version && *want->os_version && !str_eq(want->os_version, have->os_version))
 		return false;
@@ -207,7 +213,7 @@ static bool is_unknown_platform(const sw_oci_platform *p)
 }
 
 int sw_oci_index_select(const sw_oci_descriptor **out, const sw_oci_index *ix,
-			const sw_oci_platform *want, sw_error **err)
+                        const sw_oci_platform *want, sw_error **err)
 {
 	static const sw_oci_platform linux_amd64 = { (char *)"linux", (char *)"amd64", NULL, NULL };
 	*out = NULL;
@@ -250,13 +256,13 @@ int sw_oci_index_select(const sw_oci_descriptor **out, const sw_oci_index *ix,
 	int r;
 	if (n)
 		r = sw_error_set(err, SW_ERR_NOT_FOUND,
-				 "no manifest for platform %s in the index (it has %s)", ws,
-				 have.data);
+		                 "no manifest for platform %s in the index (it has %s)", ws,
+		                 have.data);
 	else
 		r = sw_error_set(err, SW_ERR_NOT_FOUND,
-				 "no manifest for platform %s in the index (it has no platform "
-				 "manifests)",
-				 ws);
+		                 "no manifest for platform %s in the index (it has no platform "
+		                 "manifests)",
+		                 ws);
 	sw_buf_free(&have);
 	return r;
 }

@@ -80,17 +80,17 @@ static int check_repository(const char *repo, sw_error **err)
 	for (const char *c = repo; *c; c++)
 		if (*c >= 'A' && *c <= 'Z')
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "repository name '%.256s' must be lowercase", repo);
+			                    "repository name '%.256s' must be lowercase", repo);
 	const char *p = repo;
 	for (;;) {
 		const char *slash = strchr(p, '/');
 		size_t n = slash ? (size_t)(slash - p) : strlen(p);
 		if (!valid_component(p, n))
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "repository name '%.256s': component '%.*s' is invalid "
-					    "(lowercase letters and digits, separated by '.', '_', "
-					    "'__' or '-')",
-					    repo, (int)(n > 128 ? 128 : n), p);
+			                    "repository name '%.256s': component '%.*s' is invalid "
+			                    "(lowercase letters and digits, separated by '.', '_', "
+			                    "'__' or '-')",
+			                    repo, (int)(n > 128 ? 128 : n), p);
 		if (!slash)
 			return 0;
 		p = slash + 1;
@@ -148,9 +148,10 @@ static int check_host(const char *host, sw_error **err)
 		}
 	}
 	if (port && !valid_port(port))
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "registry '%.256s': port '%.16s' is not a number from 1 to 65535",
-				    host, port);
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "registry '%.256s': port '%.16s' is not a number from 1 to 65535", host,
+		        port);
 	return 0;
 bad:
 	return sw_error_set(err, SW_ERR_INVALID, "registry host '%.256s' is invalid", host);
@@ -168,8 +169,8 @@ int sw_oci_ref_parse(sw_oci_ref *out, const char *s, sw_error **err)
 	if (!s || !*s)
 		return sw_error_set(err, SW_ERR_INVALID, "empty image reference");
 	if (strlen(s) > REF_MAX_LEN)
-		return sw_error_set(err, SW_ERR_INVALID, "image reference longer than %d characters",
-				    REF_MAX_LEN);
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "image reference longer than %d characters", REF_MAX_LEN);
 
 	cleanup_free char *name = NULL;
 	sw_digest digest = { { 0 } };
@@ -178,7 +179,7 @@ int sw_oci_ref_parse(sw_oci_ref *out, const char *s, sw_error **err)
 		cleanup_error sw_error *derr = NULL;
 		if (sw_oci_digest_parse(&digest, at + 1, &derr) < 0)
 			return sw_error_set(err, SW_ERR_INVALID, "after '@': %s",
-					    sw_error_msg(derr));
+			                    sw_error_msg(derr));
 		name = sw_xstrndup(s, (size_t)(at - s));
 	} else {
 		name = sw_xstrdup(s);
@@ -208,9 +209,9 @@ int sw_oci_ref_parse(sw_oci_ref *out, const char *s, sw_error **err)
 		tag = colon + 1;
 		if (!valid_tag(tag))
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "tag '%.200s' is invalid (up to 128 of A-Z a-z 0-9 _ . "
-					    "-, not starting with '.' or '-')",
-					    tag);
+			                    "tag '%.200s' is invalid (up to 128 of A-Z a-z 0-9 _ . "
+			                    "-, not starting with '.' or '-')",
+			                    tag);
 	}
 
 	if (check_repository(rest, err) < 0)
@@ -227,7 +228,7 @@ int sw_oci_ref_parse(sw_oci_ref *out, const char *s, sw_error **err)
 	if (strlen(host ? host : "docker.io") + 1 + strlen(rest) > NAME_MAX_LEN) {
 		free(repository);
 		return sw_error_set(err, SW_ERR_INVALID, "image name longer than %d characters",
-				    NAME_MAX_LEN);
+		                    NAME_MAX_LEN);
 	}
 
 	out->registry = sw_xstrdup(registry);
@@ -244,9 +245,9 @@ char *sw_oci_ref_str(const sw_oci_ref *r)
 {
 	bool has_digest = sw_oci_digest_is_set(&r->digest);
 	return sw_xasprintf("%s/%s%s%s%s%s", r->registry ? r->registry : DOCKER_HUB,
-			    r->repository ? r->repository : "", r->tag ? ":" : "",
-			    r->tag ? r->tag : "", has_digest ? "@" : "",
-			    has_digest ? r->digest.s : "");
+	                    r->repository ? r->repository : "", r->tag ? ":" : "",
+	                    r->tag ? r->tag : "", has_digest ? "@" : "",
+	                    has_digest ? r->digest.s : "");
 }
 
 void sw_oci_ref_clear(sw_oci_ref *r)

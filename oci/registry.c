@@ -423,8 +423,7 @@ static int fetch_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_de
 	if (rc < 0)
 		return sw_error_wrap(err, "manifest %s", reference);
 	if (resp.status == 404) {
-		rc = http_fail(err, &resp, "manifest %s not found in %s/%s", reference, r->host,
-			       repo);
+		rc = http_fail(err, &resp, "manifest %s not found", reference);
 		sw_http_response_free(&resp);
 		return rc;
 	}
@@ -891,9 +890,12 @@ int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_stor
 	memset(&desc, 0, sizeof(desc));
 	sw_oci_manifest m;
 	memset(&m, 0, sizeof(m));
-	int rc = sw_oci_registry_get_manifest(&buf, &len, &desc, r, ref, err);
+	const char *reference = sw_oci_digest_is_set(&ref->digest) ? ref->digest.s : ref->tag;
+	if (!reference)
+		return sw_error_set(err, SW_ERR_INVALID, "pull %s: no tag or digest", what);
+	int rc = fetch_manifest(&buf, &len, &desc, r, repo, reference, &ref->digest, -1, err);
 	if (rc < 0)
-		return sw_error_wrap(err, "pull");
+		return sw_error_wrap(err, "pull %s", what);
 	if (sw_oci_media_type_is_index(desc.media_type)) {
 		sw_oci_index ix;
 		const sw_oci_descriptor *pick = NULL;
@@ -1230,8 +1232,7 @@ static int push_blob(blob_outcome *out, const push_ctx *p, sw_http_client *http,
 		if (session_error_final(last) || session >= REG_UPLOAD_SESSIONS) {
 			err_take(err, &last);
 			if (session > 1)
-				return sw_error_wrap(err, "upload session %d of %d", session,
-						     REG_UPLOAD_SESSIONS);
+				return sw_error_wrap(err, "after %d upload sessions", session);
 			return sw_error_code_of(*err);
 		}
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: upload of %s failed (%s); new session", r->host,

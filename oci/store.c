@@ -87,7 +87,10 @@ static int check_adoptable(const char *dir, sw_error **err)
 		const char *n = e->d_name;
 		if (strcmp(n, ".") == 0 || strcmp(n, "..") == 0 || strcmp(n, LOCK_FILE) == 0 ||
 		    strcmp(n, PRIVATE_DIR) == 0 || strcmp(n, "blobs") == 0 ||
-		    strcmp(n, INDEX_FILE) == 0)
+		    strcmp(n, INDEX_FILE) == 0 ||
+		    /* another process creating the layout right now (sw_fs_write_atomic) */
+		    strncmp(n, "." INDEX_FILE ".tmp-", sizeof(INDEX_FILE) + 5) == 0 ||
+		    strncmp(n, "." LAYOUT_FILE ".tmp-", sizeof(LAYOUT_FILE) + 5) == 0)
 			continue;
 		r = sw_error_set(err, SW_ERR_INVALID,
 		                 "%s is not an OCI image layout (no oci-layout file) and not empty "

@@ -71,7 +71,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		    !a->platform != !b->platform)
 			abort();
 		if (a->platform && (sw_oci_platform_match(a->platform, b->platform) !=
-				    sw_oci_platform_match(b->platform, a->platform)))
+		                    sw_oci_platform_match(b->platform, a->platform)))
 			abort();
 	}
 	char *s2 = sw_oci_index_serialize(&ix2, &l2);

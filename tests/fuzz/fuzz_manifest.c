@@ -12,8 +12,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_same_descriptor(const sw_oci_descriptor *a, const sw_oci_descriptor *b)
 {
-	if (strcmp(a->media_type, b->media_type) != 0 || !sw_oci_digest_eq(&a->digest, &b->digest) ||
-	    a->size != b->size || !a->annotations != !b->annotations ||
+	if (strcmp(a->media_type, b->media_type) != 0 ||
+	    !sw_oci_digest_eq(&a->digest, &b->digest) || a->size != b->size ||
+	    !a->annotations != !b->annotations ||
 	    (a->annotations && !json_equal(a->annotations, b->annotations)) ||
 	    !a->platform != !b->platform)
 		abort();
@@ -23,14 +24,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	const char *buf = (const char *)data;
 	const char *sniffed = sw_oci_media_type_sniff(buf, size);
-	if (sniffed && !sw_oci_media_type_is_manifest(sniffed) && !sw_oci_media_type_is_index(sniffed))
+	if (sniffed && !sw_oci_media_type_is_manifest(sniffed) &&
+	    !sw_oci_media_type_is_index(sniffed))
 		abort();
 
 	sw_oci_manifest m;
 	sw_error *err = NULL;
 	if (sw_oci_manifest_parse(&m, buf, size, NULL, &err) < 0) {
-		if (!err || !err->msg || !*err->msg || err->code != SW_ERR_INVALID || m.media_type ||
-		    m.layers)
+		if (!err || !err->msg || !*err->msg || err->code != SW_ERR_INVALID ||
+		    m.media_type || m.layers)
 			abort();
 		sw_error_free(err);
 		return 0;

@@ -25,6 +25,7 @@
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
 #include <time.h>
+#include <zstd.h>
 
 typedef struct fixture {
 	char *tmp;
@@ -156,10 +157,8 @@ static void dump_entry(dumper *d, const char *root, const char *rel)
 				       (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
 				       (unsigned)st.st_gid),
 			 0);
-	if (type != 'l')
-		assert_int_equal(sw_buf_printf(&d->out, &err, " mtime=%lld",
-					       (long long)st.st_mtim.tv_sec),
-				 0);
+	assert_int_equal(sw_buf_printf(&d->out, &err, " mtime=%lld", (long long)st.st_mtim.tv_sec),
+			 0);
 	if (type == 'f') {
 		cleanup_free char *data = NULL;
 		size_t len = 0;
@@ -369,7 +368,9 @@ static char *layer_build(size_t *len, const char *filter, const tentry *entries,
 	sw_buf out = SW_BUF_INIT((size_t)256 << 20);
 	struct archive *a = archive_write_new();
 	assert_int_equal(archive_write_set_format_pax_restricted(a), ARCHIVE_OK);
-	if (filter)
+	/* libarchive 3.6's zstd writer appends bytes zstd itself rejects: use libzstd */
+	bool zstd = filter && strcmp(filter, "zstd") == 0;
+	if (filter && !zstd)
 		assert_int_equal(archive_write_add_filter_by_name(a, filter), ARCHIVE_OK);
 	assert_int_equal(archive_write_open2(a, &out, NULL, mem_write_cb, NULL, NULL), ARCHIVE_OK);
 	struct archive_entry *e = archive_entry_new();
@@ -412,7 +413,7 @@ static char *layer_build(size_t *len, const char *filter, const tentry *entries,
 		default:
 			fail();
 		}
-		int r = archive_write_header(e ? a : NULL, e);
+		int r = archive_write_header(a, e);
 		assert_true(r == ARCHIVE_OK || r == ARCHIVE_WARN);
 		if (t->type == 'f' && t->target && *t->target) {
 			size_t dl = strlen(t->target);
@@ -422,7 +423,14 @@ static char *layer_build(size_t *len, const char *filter, const tentry *entries,
 	archive_entry_free(e);
 	assert_int_equal(archive_write_close(a), ARCHIVE_OK);
 	archive_write_free(a);
-	return sw_buf_steal(&out, len);
+	if (!zstd)
+		return sw_buf_steal(&out, len);
+	size_t cap = ZSTD_compressBound(out.len);
+	char *z = sw_xmalloc(cap);
+	*len = ZSTD_compress(z, cap, out.data, out.len, 3);
+	assert_false(ZSTD_isError(*len));
+	sw_buf_free(&out);
+	return z;
 }
 
 /* ---------------------------------------------------------------- a tree of every kind */
@@ -533,8 +541,12 @@ static void test_oci__layer_roundtrip_every_kind(void **state)
 		cleanup_free char *list = blob_list(f, &info);
 		/* sorted, folders before their content, hard link to the first path, no socket,
 		 * no "./" prefix */
-		assert_non_null(strstr(list, "bin/ d 0755 0\nbin/tool f 0755 20 x:security.capability"
-					     "\nbin/tool-hardlink h 0755 0 -> bin/tool\n"));
+		assert_non_null(strstr(list, geteuid() == 0
+						     ? "bin/ d 0755 0\nbin/tool f 0755 20 "
+						       "x:security.capability\n"
+						       "bin/tool-hardlink h 0755 0 -> bin/tool\n"
+						     : "bin/ d 0755 0\nbin/tool f 0755 20\n"
+						       "bin/tool-hardlink h 0755 0 -> bin/tool\n"));
 		assert_non_null(strstr(list, "\netc/ d 0755 0\netc/link l 0777 0\n"));
 		assert_null(strstr(list, "sock"));
 		assert_null(strstr(list, "./"));
@@ -677,6 +689,7 @@ static void test_oci__layer_overlay_upper(void **state)
 	/* a char device that is not 0/0 stays a device */
 	cleanup_free char *null = sw_path_join(up, "sub/null");
 	assert_int_equal(mknod(null, S_IFCHR | 0666, makedev(1, 3)), 0);
+	assert_int_equal(chmod(null, 0666), 0);
 	/* a folder with opaque "n" is not opaque */
 	put_dir(up, "notopq", 0755);
 	cleanup_free char *notopq = sw_path_join(up, "notopq");
@@ -1135,9 +1148,16 @@ static void test_oci__layer_garbage(void **state)
 			 SW_ERR_INVALID);
 	assert_non_null(strstr(sw_error_msg(err), root));
 	sw_error_clear(&err);
-	/* a truncated gzip layer */
-	const tentry entries[] = { { 'f', "a", "0123456789abcdef0123456789abcdef", -1, 0 },
-				   { 'f', "b", "b", -1, 0 } };
+	/* a truncated gzip layer, cut in the middle of a file's data */
+	size_t dl = 64 << 10;
+	cleanup_free char *data = sw_xmalloc(dl + 1);
+	uint32_t x = 7;
+	for (size_t i = 0; i < dl; i++) {
+		x = x * 1103515245u + 12345u;
+		data[i] = (char)('a' + (x >> 16) % 26);
+	}
+	data[dl] = '\0';
+	const tentry entries[] = { { 'f', "a", data, -1, 0 }, { 'f', "b", "b", -1, 0 } };
 	size_t len = 0;
 	cleanup_free char *layer = layer_build(&len, "gzip", entries, 2);
 	assert_true(sw_oci_layer_apply_mem(NULL, root, layer, len / 2, NULL, &err) < 0);
@@ -1182,8 +1202,10 @@ static void test_oci__layer_compressed_apply(void **state)
 		assert_int_equal(st.bytes, 4 + 16);
 		cleanup_free char *dump = dump_tree(root, NULL);
 		assert_non_null(strstr(dump, "etc d 0755"));
-		assert_non_null(strstr(dump, "etc/alias l 0777 0:0 -> hostname"));
-		assert_non_null(strstr(dump, "etc/hostname f 0644 0:0 mtime=1000000000 size=4"));
+		assert_non_null(strstr(dump, "etc/alias l 0777 "));
+		assert_non_null(strstr(dump, " -> hostname\n"));
+		assert_non_null(strstr(dump, "etc/hostname f 0644 "));
+		assert_non_null(strstr(dump, " mtime=1000000000 size=4 "));
 		assert_non_null(strstr(dump, "links=etc/hostname"));
 		assert_non_null(strstr(dump, "usr d 0755"));
 		assert_non_null(strstr(dump, "usr/share/deep/file f 0600"));

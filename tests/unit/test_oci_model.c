@@ -25,98 +25,98 @@
 #define D_M5 "sha256:5555555555555555555555555555555555555555555555555555555555555555"
 
 static const char oci_manifest[] =
-	"{\n"
-	"  \"schemaVersion\": 2,\n"
-	"  \"mediaType\": \"application/vnd.oci.image.manifest.v1+json\",\n"
-	"  \"config\": {\n"
-	"    \"mediaType\": \"application/vnd.oci.image.config.v1+json\",\n"
-	"    \"digest\": \"" D_CFG "\",\n"
-	"    \"size\": 1470\n"
-	"  },\n"
-	"  \"layers\": [\n"
-	"    {\n"
-	"      \"mediaType\": \"application/vnd.oci.image.layer.v1.tar+gzip\",\n"
-	"      \"digest\": \"" D_L1 "\",\n"
-	"      \"size\": 2814446\n"
-	"    },\n"
-	"    {\n"
-	"      \"mediaType\": \"application/vnd.oci.image.layer.v1.tar+zstd\",\n"
-	"      \"digest\": \"" D_L2 "\",\n"
-	"      \"size\": 32,\n"
-	"      \"annotations\": { \"com.example.note\": \"second\" }\n"
-	"    }\n"
-	"  ],\n"
-	"  \"annotations\": {\n"
-	"    \"org.opencontainers.image.revision\": \"0123abc\",\n"
-	"    \"org.opencontainers.image.created\": \"2024-05-01T10:00:00Z\"\n"
-	"  }\n"
-	"}\n";
+        "{\n"
+        "  \"schemaVersion\": 2,\n"
+        "  \"mediaType\": \"application/vnd.oci.image.manifest.v1+json\",\n"
+        "  \"config\": {\n"
+        "    \"mediaType\": \"application/vnd.oci.image.config.v1+json\",\n"
+        "    \"digest\": \"" D_CFG "\",\n"
+        "    \"size\": 1470\n"
+        "  },\n"
+        "  \"layers\": [\n"
+        "    {\n"
+        "      \"mediaType\": \"application/vnd.oci.image.layer.v1.tar+gzip\",\n"
+        "      \"digest\": \"" D_L1 "\",\n"
+        "      \"size\": 2814446\n"
+        "    },\n"
+        "    {\n"
+        "      \"mediaType\": \"application/vnd.oci.image.layer.v1.tar+zstd\",\n"
+        "      \"digest\": \"" D_L2 "\",\n"
+        "      \"size\": 32,\n"
+        "      \"annotations\": { \"com.example.note\": \"second\" }\n"
+        "    }\n"
+        "  ],\n"
+        "  \"annotations\": {\n"
+        "    \"org.opencontainers.image.revision\": \"0123abc\",\n"
+        "    \"org.opencontainers.image.created\": \"2024-05-01T10:00:00Z\"\n"
+        "  }\n"
+        "}\n";
 
 static const char docker_manifest[] =
-	"{\"schemaVersion\":2,"
-	"\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\","
-	"\"config\":{\"mediaType\":\"application/vnd.docker.container.image.v1+json\","
-	"\"size\":1457,\"digest\":\"" D_CFG "\"},"
-	"\"layers\":[{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\","
-	"\"size\":772788,\"digest\":\"" D_L1 "\"}]}";
+        "{\"schemaVersion\":2,"
+        "\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\","
+        "\"config\":{\"mediaType\":\"application/vnd.docker.container.image.v1+json\","
+        "\"size\":1457,\"digest\":\"" D_CFG "\"},"
+        "\"layers\":[{\"mediaType\":\"application/vnd.docker.image.rootfs.diff.tar.gzip\","
+        "\"size\":772788,\"digest\":\"" D_L1 "\"}]}";
 
 static const char docker_list[] =
-	"{\"schemaVersion\":2,"
-	"\"mediaType\":\"application/vnd.docker.distribution.manifest.list.v2+json\","
-	"\"manifests\":["
-	"{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
-	"\"digest\":\"" D_M1 "\",\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
-	"{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
-	"\"digest\":\"" D_M2 "\",\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\","
-	"\"variant\":\"v6\"}},"
-	"{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
-	"\"digest\":\"" D_M3 "\",\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\","
-	"\"variant\":\"v7\"}},"
-	"{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
-	"\"digest\":\"" D_M4 "\",\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\","
-	"\"variant\":\"v8\"}},"
-	"{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
-	"\"digest\":\"" D_M5 "\",\"platform\":{\"architecture\":\"amd64\",\"os\":\"windows\","
-	"\"os.version\":\"10.0.17763.5830\"}}]}";
+        "{\"schemaVersion\":2,"
+        "\"mediaType\":\"application/vnd.docker.distribution.manifest.list.v2+json\","
+        "\"manifests\":["
+        "{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
+        "\"digest\":\"" D_M1 "\",\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
+        "{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
+        "\"digest\":\"" D_M2 "\",\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\","
+        "\"variant\":\"v6\"}},"
+        "{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
+        "\"digest\":\"" D_M3 "\",\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\","
+        "\"variant\":\"v7\"}},"
+        "{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
+        "\"digest\":\"" D_M4 "\",\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\","
+        "\"variant\":\"v8\"}},"
+        "{\"mediaType\":\"application/vnd.docker.distribution.manifest.v2+json\",\"size\":527,"
+        "\"digest\":\"" D_M5 "\",\"platform\":{\"architecture\":\"amd64\",\"os\":\"windows\","
+        "\"os.version\":\"10.0.17763.5830\"}}]}";
 
 /* As buildx pushes it: an attestation manifest per image, platform unknown/unknown. */
 static const char oci_index[] =
-	"{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
-	"\"manifests\":["
-	"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M5 "\","
-	"\"size\":566,\"annotations\":{\"vnd.docker.reference.digest\":\"" D_M1 "\","
-	"\"vnd.docker.reference.type\":\"attestation-manifest\"},"
-	"\"platform\":{\"architecture\":\"unknown\",\"os\":\"unknown\"}},"
-	"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M1 "\","
-	"\"size\":1021,\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
-	"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M2 "\","
-	"\"size\":1021,\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\"}},"
-	"{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M3 "\","
-	"\"size\":1021,\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\",\"variant\":\"v7\"}}"
-	"],\"annotations\":{\"org.opencontainers.image.ref.name\":\"1.0\"}}";
+        "{\"schemaVersion\":2,\"mediaType\":\"application/vnd.oci.image.index.v1+json\","
+        "\"manifests\":["
+        "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M5 "\","
+        "\"size\":566,\"annotations\":{\"vnd.docker.reference.digest\":\"" D_M1 "\","
+        "\"vnd.docker.reference.type\":\"attestation-manifest\"},"
+        "\"platform\":{\"architecture\":\"unknown\",\"os\":\"unknown\"}},"
+        "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M1 "\","
+        "\"size\":1021,\"platform\":{\"architecture\":\"amd64\",\"os\":\"linux\"}},"
+        "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M2 "\","
+        "\"size\":1021,\"platform\":{\"architecture\":\"arm64\",\"os\":\"linux\"}},"
+        "{\"mediaType\":\"application/vnd.oci.image.manifest.v1+json\",\"digest\":\"" D_M3 "\","
+        "\"size\":1021,\"platform\":{\"architecture\":\"arm\",\"os\":\"linux\",\"variant\":\"v7\"}}"
+        "],\"annotations\":{\"org.opencontainers.image.ref.name\":\"1.0\"}}";
 
 static const char docker_config[] =
-	"{\"architecture\":\"arm\",\"variant\":\"v7\",\"os\":\"linux\","
-	"\"author\":\"Jane <jane@example.com>\","
-	"\"created\":\"2024-05-01T10:00:00.123456789Z\","
-	"\"docker_version\":\"24.0.7\","
-	"\"container_config\":{\"Hostname\":\"abc\",\"Cmd\":[\"/bin/sh\",\"-c\",\"#(nop) CMD\"]},"
-	"\"config\":{\"Hostname\":\"\",\"User\":\"app:app\","
-	"\"Env\":[\"PATH=/usr/local/bin:/usr/bin:/bin\",\"LANG=C.UTF-8\"],"
-	"\"Entrypoint\":[\"/docker-entrypoint.sh\"],\"Cmd\":[\"nginx\",\"-g\",\"daemon off;\"],"
-	"\"WorkingDir\":\"/srv\",\"ExposedPorts\":{\"80/tcp\":{},\"443/tcp\":{}},"
-	"\"Volumes\":{\"/var/cache/nginx\":{},\"/data\":{}},"
-	"\"Labels\":{\"maintainer\":\"NGINX\",\"org.opencontainers.image.version\":\"1.25\"},"
-	"\"StopSignal\":\"SIGQUIT\","
-	"\"Healthcheck\":{\"Test\":[\"CMD\",\"true\"],\"Interval\":30000000000},"
-	"\"OnBuild\":null},"
-	"\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" D_L1 "\",\"" D_L2 "\"]},"
-	"\"history\":[{\"created\":\"2024-04-01T00:00:00Z\",\"created_by\":\"/bin/sh -c #(nop) "
-	"ADD file:abc in / \"},"
-	"{\"created\":\"2024-04-01T00:00:01Z\",\"created_by\":\"/bin/sh -c #(nop)  CMD "
-	"[\\\"sh\\\"]\",\"empty_layer\":true,\"author\":\"someone\"},"
-	"{\"created\":\"2024-05-01T10:00:00Z\",\"created_by\":\"RUN make\",\"comment\":"
-	"\"buildkit.dockerfile.v0\"}]}";
+        "{\"architecture\":\"arm\",\"variant\":\"v7\",\"os\":\"linux\","
+        "\"author\":\"Jane <jane@example.com>\","
+        "\"created\":\"2024-05-01T10:00:00.123456789Z\","
+        "\"docker_version\":\"24.0.7\","
+        "\"container_config\":{\"Hostname\":\"abc\",\"Cmd\":[\"/bin/sh\",\"-c\",\"#(nop) CMD\"]},"
+        "\"config\":{\"Hostname\":\"\",\"User\":\"app:app\","
+        "\"Env\":[\"PATH=/usr/local/bin:/usr/bin:/bin\",\"LANG=C.UTF-8\"],"
+        "\"Entrypoint\":[\"/docker-entrypoint.sh\"],\"Cmd\":[\"nginx\",\"-g\",\"daemon off;\"],"
+        "\"WorkingDir\":\"/srv\",\"ExposedPorts\":{\"80/tcp\":{},\"443/tcp\":{}},"
+        "\"Volumes\":{\"/var/cache/nginx\":{},\"/data\":{}},"
+        "\"Labels\":{\"maintainer\":\"NGINX\",\"org.opencontainers.image.version\":\"1.25\"},"
+        "\"StopSignal\":\"SIGQUIT\","
+        "\"Healthcheck\":{\"Test\":[\"CMD\",\"true\"],\"Interval\":30000000000},"
+        "\"OnBuild\":null},"
+        "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[\"" D_L1 "\",\"" D_L2 "\"]},"
+        "\"history\":[{\"created\":\"2024-04-01T00:00:00Z\",\"created_by\":\"/bin/sh -c #(nop) "
+        "ADD file:abc in / \"},"
+        "{\"created\":\"2024-04-01T00:00:01Z\",\"created_by\":\"/bin/sh -c #(nop)  CMD "
+        "[\\\"sh\\\"]\",\"empty_layer\":true,\"author\":\"someone\"},"
+        "{\"created\":\"2024-05-01T10:00:00Z\",\"created_by\":\"RUN make\",\"comment\":"
+        "\"buildkit.dockerfile.v0\"}]}";
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -211,7 +211,7 @@ static void manifest_fails(const char *doc, const char *expected_mt, const char 
 	sw_oci_manifest m;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_manifest_parse(&m, doc, strlen(doc), expected_mt, &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	assert_error_contains(err, SW_ERR_INVALID, needle);
 	assert_null(m.media_type);
 	assert_null(m.layers);
@@ -223,7 +223,7 @@ static void index_fails(const char *doc, const char *expected_mt, const char *ne
 	sw_oci_index ix;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_index_parse(&ix, doc, strlen(doc), expected_mt, &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	assert_error_contains(err, SW_ERR_INVALID, needle);
 	assert_null(ix.manifests);
 	sw_error_free(err);
@@ -244,10 +244,10 @@ static void config_fails(const char *doc, const char *needle)
 static char *manifest_with_layer(const char *layer)
 {
 	return sw_xasprintf("{\"schemaVersion\":2,\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
-			    "\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":"
-			    "\"" D_CFG "\",\"size\":2},\"layers\":[{\"mediaType\":"
-			    "\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L1 "\",\"size\":3},%s]}",
-			    layer);
+	                    "\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":"
+	                    "\"" D_CFG "\",\"size\":2},\"layers\":[{\"mediaType\":"
+	                    "\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L1 "\",\"size\":3},%s]}",
+	                    layer);
 }
 
 /* ---------------------------------------------------------------- manifests */
@@ -258,7 +258,7 @@ static void test_oci__manifest_parse_oci(void **state)
 	sw_oci_manifest m;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_manifest_parse(&m, oci_manifest, strlen(oci_manifest), NULL, &err),
-			 0);
+	                 0);
 	assert_null(err);
 	assert_string_equal(m.media_type, SW_OCI_MT_MANIFEST);
 	assert_string_equal(m.config.media_type, SW_OCI_MT_CONFIG);
@@ -273,17 +273,17 @@ static void test_oci__manifest_parse_oci(void **state)
 	assert_string_equal(m.layers[1].media_type, SW_OCI_MT_LAYER_ZSTD);
 	assert_int_equal(m.layers[1].size, 32);
 	assert_string_equal(sw_oci_descriptor_annotation(&m.layers[1], "com.example.note"),
-			    "second");
-	assert_string_equal(json_string_value(json_object_get(
-					    m.annotations, "org.opencontainers.image.revision")),
-			    "0123abc");
+	                    "second");
+	assert_string_equal(json_string_value(json_object_get(m.annotations,
+	                                                      "org.opencontainers.image.revision")),
+	                    "0123abc");
 	sw_oci_manifest_clear(&m);
 	assert_null(m.layers);
 
 	/* the same with the Content-Type the registry sent, parameters and all */
 	assert_int_equal(sw_oci_manifest_parse(&m, oci_manifest, strlen(oci_manifest),
-					       SW_OCI_MT_MANIFEST "; charset=utf-8", &err),
-			 0);
+	                                       SW_OCI_MT_MANIFEST "; charset=utf-8", &err),
+	                 0);
 	sw_oci_manifest_clear(&m);
 }
 
@@ -293,8 +293,8 @@ static void test_oci__manifest_parse_docker(void **state)
 	sw_oci_manifest m;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_manifest_parse(&m, docker_manifest, strlen(docker_manifest),
-					       SW_DOCKER_MT_MANIFEST, &err),
-			 0);
+	                                       SW_DOCKER_MT_MANIFEST, &err),
+	                 0);
 	assert_null(err);
 	assert_string_equal(m.media_type, SW_DOCKER_MT_MANIFEST);
 	assert_string_equal(m.config.media_type, SW_DOCKER_MT_CONFIG);
@@ -324,8 +324,8 @@ static void test_oci__manifest_without_media_type(void **state)
 	(void)state;
 	/* an OCI manifest may leave mediaType out: the descriptor's type (or OCI) is taken */
 	static const char doc[] =
-		"{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\","
-		"\"digest\":\"" D_CFG "\",\"size\":5},\"layers\":[]}";
+	        "{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\","
+	        "\"digest\":\"" D_CFG "\",\"size\":5},\"layers\":[]}";
 	sw_oci_manifest m;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_manifest_parse(&m, doc, strlen(doc), NULL, &err), 0);
@@ -333,7 +333,7 @@ static void test_oci__manifest_without_media_type(void **state)
 	assert_int_equal(m.n_layers, 0);
 	sw_oci_manifest_clear(&m);
 	assert_int_equal(sw_oci_manifest_parse(&m, doc, strlen(doc), SW_DOCKER_MT_MANIFEST, &err),
-			 0);
+	                 0);
 	assert_string_equal(m.media_type, SW_DOCKER_MT_MANIFEST);
 	sw_oci_manifest_clear(&m);
 	/* but an index media type does not fit a document without one */
@@ -346,7 +346,7 @@ static void test_oci__manifest_roundtrip(void **state)
 	sw_oci_manifest a, b;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_manifest_parse(&a, oci_manifest, strlen(oci_manifest), NULL, &err),
-			 0);
+	                 0);
 	size_t l1 = 0, l2 = 0, l3 = 0;
 	cleanup_free char *s1 = sw_oci_manifest_serialize(&a, &l1);
 	cleanup_free char *s2 = sw_oci_manifest_serialize(&a, &l2);
@@ -392,10 +392,10 @@ static void test_oci__manifest_serialize_canonical(void **state)
 	size_t len = 0;
 	cleanup_free char *s = sw_oci_manifest_serialize(&m, &len);
 	assert_string_equal(s, "{\"config\":{\"digest\":\"" D_CFG "\",\"mediaType\":"
-			       "\"" SW_OCI_MT_CONFIG "\",\"size\":7},\"layers\":[{\"digest\":"
-			       "\"" D_L1 "\",\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\","
-			       "\"size\":100}],\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
-			       "\"schemaVersion\":2}");
+	                       "\"" SW_OCI_MT_CONFIG "\",\"size\":7},\"layers\":[{\"digest\":"
+	                       "\"" D_L1 "\",\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\","
+	                       "\"size\":100}],\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
+	                       "\"schemaVersion\":2}");
 	assert_int_equal(len, strlen(s));
 
 	/* annotations appear once set, in sorted key order */
@@ -409,93 +409,96 @@ static void test_oci__manifest_serialize_canonical(void **state)
 static void test_oci__manifest_errors(void **state)
 {
 	(void)state;
-	cleanup_free char *bad_digest = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"sha256:abc\",\"size\":1}");
+	cleanup_free char *bad_digest =
+	        manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                            "\",\"digest\":\"sha256:abc\",\"size\":1}");
 	manifest_fails(bad_digest, NULL, "manifest: layers[1].digest: ");
-	cleanup_free char *md5 = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"md5:abc\",\"size\":1}");
+	cleanup_free char *md5 = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                             "\",\"digest\":\"md5:abc\",\"size\":1}");
 	manifest_fails(md5, NULL, "manifest: layers[1].digest: 'md5:abc' is not a digest");
 	cleanup_free char *upper = manifest_with_layer(
-		"{\"mediaType\":\"x\",\"digest\":\"sha256:A3ED95CAEB02FFE68CDD9FD84406680AE93D633CB1"
-		"6422D00E8A7C22955B46D4\",\"size\":1}");
+	        "{\"mediaType\":\"x\",\"digest\":\"sha256:A3ED95CAEB02FFE68CDD9FD84406680AE93D633CB1"
+	        "6422D00E8A7C22955B46D4\",\"size\":1}");
 	manifest_fails(upper, NULL, "layers[1].digest:");
-	cleanup_free char *neg = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\",\"size\":-1}");
+	cleanup_free char *neg = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                             "\",\"digest\":\"" D_L2 "\",\"size\":-1}");
 	manifest_fails(neg, NULL, "manifest: layers[1].size: negative (-1)");
-	cleanup_free char *huge = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\","
-		"\"size\":9223372036854775807}");
+	cleanup_free char *huge = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                              "\",\"digest\":\"" D_L2 "\","
+	                                              "\"size\":9223372036854775807}");
 	manifest_fails(huge, NULL, "manifest: layers[1].size: 9223372036854775807 is over");
-	cleanup_free char *toobig = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\","
-		"\"size\":92233720368547758070}");
+	cleanup_free char *toobig = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                                "\",\"digest\":\"" D_L2 "\","
+	                                                "\"size\":92233720368547758070}");
 	manifest_fails(toobig, NULL, "manifest: invalid JSON");
-	cleanup_free char *strsize = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\",\"size\":\"1\"}");
-	manifest_fails(strsize, NULL, "manifest: layers[1].size: expected an integer, got a string");
-	cleanup_free char *fsize = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\",\"size\":1.5}");
+	cleanup_free char *strsize =
+	        manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2
+	                            "\",\"size\":\"1\"}");
+	manifest_fails(strsize, NULL,
+	               "manifest: layers[1].size: expected an integer, got a string");
+	cleanup_free char *fsize = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                               "\",\"digest\":\"" D_L2 "\",\"size\":1.5}");
 	manifest_fails(fsize, NULL, "layers[1].size: expected an integer");
-	cleanup_free char *nosize = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP "\",\"digest\":\"" D_L2 "\"}");
+	cleanup_free char *nosize = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER_GZIP
+	                                                "\",\"digest\":\"" D_L2 "\"}");
 	manifest_fails(nosize, NULL, "manifest: layers[1].size: missing");
 	cleanup_free char *nomt =
-		manifest_with_layer("{\"mediaType\":\"\",\"digest\":\"" D_L2 "\",\"size\":1}");
+	        manifest_with_layer("{\"mediaType\":\"\",\"digest\":\"" D_L2 "\",\"size\":1}");
 	manifest_fails(nomt, NULL, "manifest: layers[1].mediaType: empty");
 	cleanup_free char *numt =
-		manifest_with_layer("{\"mediaType\":7,\"digest\":\"" D_L2 "\",\"size\":1}");
+	        manifest_with_layer("{\"mediaType\":7,\"digest\":\"" D_L2 "\",\"size\":1}");
 	manifest_fails(numt, NULL, "manifest: layers[1].mediaType: expected a string");
 	cleanup_free char *notobj = manifest_with_layer("\"" D_L2 "\"");
 	manifest_fails(notobj, NULL, "manifest: layers[1]: expected a descriptor object");
-	cleanup_free char *annot = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER "\",\"digest\":\"" D_L2 "\",\"size\":1,"
-		"\"annotations\":{\"a\":\"x\",\"n\":3}}");
+	cleanup_free char *annot = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER
+	                                               "\",\"digest\":\"" D_L2 "\",\"size\":1,"
+	                                               "\"annotations\":{\"a\":\"x\",\"n\":3}}");
 	manifest_fails(annot, NULL,
-		       "manifest: layers[1].annotations: 'n': expected a string, got an integer");
-	cleanup_free char *dup = manifest_with_layer(
-		"{\"mediaType\":\"" SW_OCI_MT_LAYER "\",\"digest\":\"" D_L2 "\",\"size\":1,"
-		"\"size\":2}");
+	               "manifest: layers[1].annotations: 'n': expected a string, got an integer");
+	cleanup_free char *dup = manifest_with_layer("{\"mediaType\":\"" SW_OCI_MT_LAYER
+	                                             "\",\"digest\":\"" D_L2 "\",\"size\":1,"
+	                                             "\"size\":2}");
 	manifest_fails(dup, NULL, "duplicate object key");
 
 	manifest_fails("{\"schemaVersion\":1,\"name\":\"x\",\"fsLayers\":[]}", NULL,
-		       "manifest: schemaVersion: Docker schema 1 is not supported");
+	               "manifest: schemaVersion: Docker schema 1 is not supported");
 	manifest_fails("{\"schemaVersion\":3,\"config\":{},\"layers\":[]}", NULL,
-		       "manifest: schemaVersion: expected 2, got 3");
+	               "manifest: schemaVersion: expected 2, got 3");
 	manifest_fails("{\"schemaVersion\":\"2\",\"config\":{},\"layers\":[]}", NULL,
-		       "manifest: schemaVersion: expected the integer 2, got a string");
+	               "manifest: schemaVersion: expected the integer 2, got a string");
 	manifest_fails("{\"config\":{},\"layers\":[]}", NULL, "manifest: schemaVersion: missing");
 	manifest_fails("{\"schemaVersion\":2,\"layers\":[]}", NULL, "manifest: config: missing");
 	manifest_fails("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG
-		       "\",\"digest\":\"" D_CFG "\",\"size\":1}}",
-		       NULL, "manifest: layers: missing");
+	               "\",\"digest\":\"" D_CFG "\",\"size\":1}}",
+	               NULL, "manifest: layers: missing");
 	manifest_fails("{\"schemaVersion\":2,\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG
-		       "\",\"digest\":\"" D_CFG "\",\"size\":1},\"layers\":{}}",
-		       NULL, "manifest: layers: expected an array, got an object");
+	               "\",\"digest\":\"" D_CFG "\",\"size\":1},\"layers\":{}}",
+	               NULL, "manifest: layers: expected an array, got an object");
 	manifest_fails("{\"schemaVersion\":2,\"config\":{\"digest\":\"" D_CFG "\",\"size\":1},"
-		       "\"layers\":[]}",
-		       NULL, "manifest: config.mediaType: missing");
+	               "\"layers\":[]}",
+	               NULL, "manifest: config.mediaType: missing");
 	manifest_fails("{\"schemaVersion\":2,\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
-		       "\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":\"" D_CFG
-		       "\",\"size\":1},\"layers\":[],\"annotations\":[\"a\"]}",
-		       NULL, "manifest: annotations: expected an object of strings, got an array");
+	               "\"config\":{\"mediaType\":\"" SW_OCI_MT_CONFIG "\",\"digest\":\"" D_CFG
+	               "\",\"size\":1},\"layers\":[],\"annotations\":[\"a\"]}",
+	               NULL, "manifest: annotations: expected an object of strings, got an array");
 
 	/* media types: the document's must be a manifest's and agree with the expected one */
 	manifest_fails(oci_manifest, SW_DOCKER_MT_MANIFEST,
-		       "manifest: mediaType: the document says '" SW_OCI_MT_MANIFEST
-		       "' but '" SW_DOCKER_MT_MANIFEST "' was expected");
+	               "manifest: mediaType: the document says '" SW_OCI_MT_MANIFEST
+	               "' but '" SW_DOCKER_MT_MANIFEST "' was expected");
 	manifest_fails(docker_manifest, SW_OCI_MT_MANIFEST, "mediaType: the document says");
 	manifest_fails(docker_list, NULL,
-		       "manifest: mediaType: '" SW_DOCKER_MT_LIST
-		       "' is not an image manifest media type");
+	               "manifest: mediaType: '" SW_DOCKER_MT_LIST
+	               "' is not an image manifest media type");
 	manifest_fails("{\"schemaVersion\":2,\"mediaType\":\"text/plain\",\"config\":{},"
-		       "\"layers\":[]}",
-		       NULL, "'text/plain' is not an image manifest media type");
+	               "\"layers\":[]}",
+	               NULL, "'text/plain' is not an image manifest media type");
 	manifest_fails("{\"schemaVersion\":2,\"manifests\":[],\"config\":{},\"layers\":[]}", NULL,
-		       "manifest: manifests: present in an image manifest");
+	               "manifest: manifests: present in an image manifest");
 
 	/* JSON itself */
 	manifest_fails("{\"schemaVersion\":2,\"config\":{\"mediaType\":", NULL,
-		       "manifest: invalid JSON at line 1");
+	               "manifest: invalid JSON at line 1");
 	manifest_fails("[1,2]", NULL, "manifest: expected a JSON object, got an array");
 	manifest_fails("", NULL, "manifest: invalid JSON");
 
@@ -518,9 +521,9 @@ static void test_oci__index_docker_list_select(void **state)
 	(void)state;
 	sw_oci_index ix;
 	sw_error *err = NULL;
-	assert_int_equal(sw_oci_index_parse(&ix, docker_list, strlen(docker_list),
-					    SW_DOCKER_MT_LIST, &err),
-			 0);
+	assert_int_equal(
+	        sw_oci_index_parse(&ix, docker_list, strlen(docker_list), SW_DOCKER_MT_LIST, &err),
+	        0);
 	assert_string_equal(ix.media_type, SW_DOCKER_MT_LIST);
 	assert_int_equal(ix.n_manifests, 5);
 	assert_string_equal(ix.manifests[4].platform->os_version, "10.0.17763.5830");
@@ -555,9 +558,9 @@ static void test_oci__index_docker_list_select(void **state)
 	assert_int_equal(sw_oci_index_select(&d, &ix, &p, &err), SW_ERR_NOT_FOUND);
 	assert_null(d);
 	assert_error_contains(err, SW_ERR_NOT_FOUND,
-			      "no manifest for platform linux/s390x in the index (it has "
-			      "linux/amd64, linux/arm/v6, linux/arm/v7, linux/arm64/v8, "
-			      "windows/amd64)");
+	                      "no manifest for platform linux/s390x in the index (it has "
+	                      "linux/amd64, linux/arm/v6, linux/arm/v7, linux/arm64/v8, "
+	                      "windows/amd64)");
 	sw_error_clear(&err);
 	sw_oci_platform_clear(&p);
 	sw_oci_index_clear(&ix);
@@ -572,11 +575,10 @@ static void test_oci__index_oci_attestation(void **state)
 	assert_string_equal(ix.media_type, SW_OCI_MT_INDEX);
 	assert_int_equal(ix.n_manifests, 4);
 	assert_string_equal(
-		sw_oci_descriptor_annotation(&ix.manifests[0], "vnd.docker.reference.type"),
-		"attestation-manifest");
-	assert_string_equal(json_string_value(json_object_get(ix.annotations,
-							      SW_OCI_ANNOT_REF_NAME)),
-			    "1.0");
+	        sw_oci_descriptor_annotation(&ix.manifests[0], "vnd.docker.reference.type"),
+	        "attestation-manifest");
+	assert_string_equal(
+	        json_string_value(json_object_get(ix.annotations, SW_OCI_ANNOT_REF_NAME)), "1.0");
 
 	/* the attestation comes first but is never picked */
 	const sw_oci_descriptor *d = NULL;
@@ -598,7 +600,7 @@ static void test_oci__index_oci_attestation(void **state)
 	assert_int_equal(sw_oci_platform_parse(&p, "unknown/unknown", &err), 0);
 	assert_int_equal(sw_oci_index_select(&d, &ix, &p, &err), SW_ERR_NOT_FOUND);
 	assert_error_contains(err, SW_ERR_NOT_FOUND,
-			      "(it has linux/amd64, linux/arm64, linux/arm/v7)");
+	                      "(it has linux/amd64, linux/arm64, linux/arm/v7)");
 	sw_error_clear(&err);
 	sw_oci_platform_clear(&p);
 
@@ -633,8 +635,8 @@ static void test_oci__index_select_edge_cases(void **state)
 	const sw_oci_descriptor *d = NULL;
 	/* entries without a platform fit any request (an index of one image, as in a store) */
 	static const char noplat[] =
-		"{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
-		"\"digest\":\"" D_M1 "\",\"size\":10}]}";
+	        "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_MANIFEST "\","
+	        "\"digest\":\"" D_M1 "\",\"size\":10}]}";
 	assert_int_equal(sw_oci_index_parse(&ix, noplat, strlen(noplat), NULL, &err), 0);
 	assert_string_equal(ix.media_type, SW_OCI_MT_INDEX);
 	assert_int_equal(sw_oci_index_select(&d, &ix, NULL, &err), 0);
@@ -643,11 +645,11 @@ static void test_oci__index_select_edge_cases(void **state)
 
 	/* only manifests are candidates: a nested index or an artifact is not */
 	static const char others[] =
-		"{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_INDEX "\","
-		"\"digest\":\"" D_M1 "\",\"size\":10,\"platform\":{\"os\":\"linux\","
-		"\"architecture\":\"amd64\"}},{\"mediaType\":\"application/vnd.example+json\","
-		"\"digest\":\"" D_M2 "\",\"size\":10,\"artifactType\":\"application/x-sbom\","
-		"\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}]}";
+	        "{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_INDEX "\","
+	        "\"digest\":\"" D_M1 "\",\"size\":10,\"platform\":{\"os\":\"linux\","
+	        "\"architecture\":\"amd64\"}},{\"mediaType\":\"application/vnd.example+json\","
+	        "\"digest\":\"" D_M2 "\",\"size\":10,\"artifactType\":\"application/x-sbom\","
+	        "\"platform\":{\"os\":\"linux\",\"architecture\":\"amd64\"}}]}";
 	assert_int_equal(sw_oci_index_parse(&ix, others, strlen(others), NULL, &err), 0);
 	assert_string_equal(ix.manifests[1].artifact_type, "application/x-sbom");
 	assert_int_equal(sw_oci_index_select(&d, &ix, NULL, &err), SW_ERR_NOT_FOUND);
@@ -659,33 +661,33 @@ static void test_oci__index_select_edge_cases(void **state)
 	sw_oci_index empty = { 0 };
 	cleanup_free char *s = sw_oci_index_serialize(&empty, NULL);
 	assert_string_equal(s, "{\"manifests\":[],\"mediaType\":\"" SW_OCI_MT_INDEX "\","
-			       "\"schemaVersion\":2}");
+	                       "\"schemaVersion\":2}");
 }
 
 static void test_oci__index_errors(void **state)
 {
 	(void)state;
 	index_fails(oci_index, SW_DOCKER_MT_LIST,
-		    "index: mediaType: the document says '" SW_OCI_MT_INDEX "' but '" SW_DOCKER_MT_LIST
-		    "' was expected");
+	            "index: mediaType: the document says '" SW_OCI_MT_INDEX
+	            "' but '" SW_DOCKER_MT_LIST "' was expected");
 	index_fails(oci_manifest, NULL,
-		    "index: mediaType: '" SW_OCI_MT_MANIFEST "' is not an image index media type");
+	            "index: mediaType: '" SW_OCI_MT_MANIFEST "' is not an image index media type");
 	index_fails("{\"schemaVersion\":2}", NULL, "index: manifests: missing");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[],\"layers\":[]}", NULL,
-		    "index: layers: present in an image index");
+	            "index: layers: present in an image index");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_MANIFEST
-		    "\",\"digest\":\"" D_M1 "\",\"size\":1,\"platform\":{\"os\":\"linux\"}}]}",
-		    NULL, "index: manifests[0].platform.architecture: missing");
+	            "\",\"digest\":\"" D_M1 "\",\"size\":1,\"platform\":{\"os\":\"linux\"}}]}",
+	            NULL, "index: manifests[0].platform.architecture: missing");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_MANIFEST
-		    "\",\"digest\":\"" D_M1 "\",\"size\":1,\"platform\":{\"os\":1,"
-		    "\"architecture\":\"amd64\"}}]}",
-		    NULL, "index: manifests[0].platform.os: expected a string, got an integer");
+	            "\",\"digest\":\"" D_M1 "\",\"size\":1,\"platform\":{\"os\":1,"
+	            "\"architecture\":\"amd64\"}}]}",
+	            NULL, "index: manifests[0].platform.os: expected a string, got an integer");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[{\"mediaType\":\"" SW_OCI_MT_MANIFEST
-		    "\",\"digest\":\"" D_M1 "\",\"size\":1},{\"mediaType\":\"" SW_OCI_MT_MANIFEST
-		    "\",\"digest\":\"sha256:xyz\",\"size\":1}]}",
-		    NULL, "index: manifests[1].digest: ");
+	            "\",\"digest\":\"" D_M1 "\",\"size\":1},{\"mediaType\":\"" SW_OCI_MT_MANIFEST
+	            "\",\"digest\":\"sha256:xyz\",\"size\":1}]}",
+	            NULL, "index: manifests[1].digest: ");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[],\"manifests\":[]}", NULL,
-		    "duplicate object key");
+	            "duplicate object key");
 	index_fails("{\"schemaVersion\":2,\"manifests\":[", NULL, "index: invalid JSON");
 }
 
@@ -760,7 +762,7 @@ static void test_oci__config_roundtrip(void **state)
 	assert_non_null(strstr(s1, "\"author\":\"someone\",\"created\":\"2024-04-01T00:00:01Z\""));
 	assert_non_null(strstr(s1, "\"ExposedPorts\":{\"443/tcp\":{},\"80/tcp\":{}}"));
 	assert_non_null(strstr(s1, "\"rootfs\":{\"diff_ids\":[\"" D_L1 "\",\"" D_L2 "\"],"
-				   "\"type\":\"layers\"}"));
+	                           "\"type\":\"layers\"}"));
 	static const char prefix[] = "{\"architecture\":\"arm\",\"author\":";
 	assert_int_equal(strncmp(s1, prefix, strlen(prefix)), 0);
 	sw_oci_config_clear(&b);
@@ -775,7 +777,7 @@ static void test_oci__config_roundtrip(void **state)
 	a.labels = NULL;
 	a.history = sw_xrealloc(a.history, 4 * sizeof(*a.history));
 	a.history[3] = (sw_oci_history){ sw_xstrdup("2024-06-01T00:00:00Z"),
-					 sw_xstrdup("ENV NEW=1"), NULL, true };
+		                         sw_xstrdup("ENV NEW=1"), NULL, true };
 	a.n_history = 4;
 	cleanup_free char *s4 = sw_oci_config_serialize(&a, NULL);
 	assert_null(strstr(s4, "\"User\""));
@@ -783,7 +785,7 @@ static void test_oci__config_roundtrip(void **state)
 	assert_null(strstr(s4, "\"Labels\""));
 	assert_non_null(strstr(s4, "\"LANG=C.UTF-8\",\"NEW=1\"]"));
 	assert_non_null(strstr(s4, "{\"created\":\"2024-06-01T00:00:00Z\",\"created_by\":\"ENV "
-				   "NEW=1\",\"empty_layer\":true}]"));
+	                           "NEW=1\",\"empty_layer\":true}]"));
 	/* the unmodelled "author" of history[1] is still there */
 	assert_non_null(strstr(s4, "\"author\":\"someone\""));
 	assert_int_equal(sw_oci_config_parse(&b, s4, strlen(s4), &err), 0);
@@ -806,8 +808,8 @@ static void test_oci__config_from_scratch(void **state)
 	size_t len = 0;
 	cleanup_free char *s = sw_oci_config_serialize(&c, &len);
 	assert_string_equal(s, "{\"architecture\":\"amd64\",\"config\":{\"Cmd\":[\"/bin/sh\"],"
-			       "\"Env\":[\"PATH=/bin\"]},\"os\":\"linux\",\"rootfs\":{\"diff_ids\":"
-			       "[\"" D_L1 "\"],\"type\":\"layers\"}}");
+	                       "\"Env\":[\"PATH=/bin\"]},\"os\":\"linux\",\"rootfs\":{\"diff_ids\":"
+	                       "[\"" D_L1 "\"],\"type\":\"layers\"}}");
 	assert_int_equal(len, strlen(s));
 	sw_oci_config back;
 	sw_error *err = NULL;
@@ -822,7 +824,7 @@ static void test_oci__config_from_scratch(void **state)
 	e.os = sw_xstrdup("linux");
 	cleanup_free char *s2 = sw_oci_config_serialize(&e, NULL);
 	assert_string_equal(s2, "{\"architecture\":\"arm64\",\"os\":\"linux\",\"rootfs\":"
-				"{\"diff_ids\":[],\"type\":\"layers\"}}");
+	                        "{\"diff_ids\":[],\"type\":\"layers\"}}");
 	sw_oci_config_clear(&e);
 }
 
@@ -831,10 +833,10 @@ static void test_oci__config_quirks(void **state)
 	(void)state;
 	/* Docker writes nulls for unset lists and accepts a lone string for Cmd */
 	static const char doc[] =
-		"{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":null,"
-		"\"Entrypoint\":null,\"Cmd\":\"/bin/sh\",\"Labels\":null,\"ExposedPorts\":{},"
-		"\"Volumes\":null,\"Entrypoint\":null},"
-		"\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
+	        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":null,"
+	        "\"Entrypoint\":null,\"Cmd\":\"/bin/sh\",\"Labels\":null,\"ExposedPorts\":{},"
+	        "\"Volumes\":null,\"Entrypoint\":null},"
+	        "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}";
 	sw_oci_config c;
 	sw_error *err = NULL;
 	/* (that document repeats "Entrypoint", which is refused) */
@@ -844,10 +846,10 @@ static void test_oci__config_quirks(void **state)
 	sw_error_clear(&err);
 
 	static const char doc2[] =
-		"{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":null,"
-		"\"Entrypoint\":[],\"Cmd\":\"/bin/sh\",\"Labels\":null,\"ExposedPorts\":{},"
-		"\"Volumes\":null},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]},"
-		"\"history\":[]}";
+	        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":null,"
+	        "\"Entrypoint\":[],\"Cmd\":\"/bin/sh\",\"Labels\":null,\"ExposedPorts\":{},"
+	        "\"Volumes\":null},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]},"
+	        "\"history\":[]}";
 	assert_int_equal(sw_oci_config_parse(&c, doc2, strlen(doc2), &err), 0);
 	assert_null(c.env);
 	assert_non_null(c.entrypoint);
@@ -861,8 +863,8 @@ static void test_oci__config_quirks(void **state)
 	cleanup_free char *s = sw_oci_config_serialize(&c, NULL);
 	/* an explicitly empty Entrypoint is kept: it resets the base image's */
 	assert_string_equal(s, "{\"architecture\":\"amd64\",\"config\":{\"Cmd\":[\"/bin/sh\"],"
-			       "\"Entrypoint\":[]},\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[],"
-			       "\"type\":\"layers\"}}");
+	                       "\"Entrypoint\":[]},\"os\":\"linux\",\"rootfs\":{\"diff_ids\":[],"
+	                       "\"type\":\"layers\"}}");
 	sw_oci_config_clear(&c);
 }
 
@@ -870,42 +872,44 @@ static void test_oci__config_errors(void **state)
 {
 	(void)state;
 	config_fails("{\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
-		     "config: architecture: missing");
+	             "config: architecture: missing");
 	config_fails("{\"architecture\":\"\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
-		     "\"diff_ids\":[]}}",
-		     "config: architecture: empty");
+	             "\"diff_ids\":[]}}",
+	             "config: architecture: empty");
 	config_fails("{\"architecture\":\"amd64\",\"rootfs\":{\"type\":\"layers\","
-		     "\"diff_ids\":[]}}",
-		     "config: os: missing");
+	             "\"diff_ids\":[]}}",
+	             "config: os: missing");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\"}", "config: rootfs: missing");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"tar\","
-		     "\"diff_ids\":[]}}",
-		     "config: rootfs.type: expected \"layers\", got \"tar\"");
+	             "\"diff_ids\":[]}}",
+	             "config: rootfs.type: expected \"layers\", got \"tar\"");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
-		     "\"diff_ids\":[\"" D_L1 "\",\"sha256:nope\"]}}",
-		     "config: rootfs.diff_ids[1]: digest 'sha256:nope'");
-	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\"}}",
-		     "config: rootfs.diff_ids: missing");
-	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"A=1\",2]},"
-		     "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
-		     "config: config.Env[1]: expected a string, got an integer");
+	             "\"diff_ids\":[\"" D_L1 "\",\"sha256:nope\"]}}",
+	             "config: rootfs.diff_ids[1]: digest 'sha256:nope'");
+	config_fails(
+	        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\"}}",
+	        "config: rootfs.diff_ids: missing");
+	config_fails(
+	        "{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Env\":[\"A=1\",2]},"
+	        "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+	        "config: config.Env[1]: expected a string, got an integer");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"Labels\":"
-		     "{\"a\":true}},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
-		     "config: config.Labels: 'a': expected a string, got a boolean");
+	             "{\"a\":true}},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+	             "config: config.Labels: 'a': expected a string, got a boolean");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{\"ExposedPorts\":"
-		     "[\"80/tcp\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
-		     "config: config.ExposedPorts: expected an object, got an array");
+	             "[\"80/tcp\"]},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+	             "config: config.ExposedPorts: expected an object, got an array");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":[],"
-		     "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
-		     "config: config: expected an object, got an array");
+	             "\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}",
+	             "config: config: expected an object, got an array");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
-		     "\"diff_ids\":[]},\"history\":[{},{\"empty_layer\":\"yes\"}]}",
-		     "config: history[1].empty_layer: expected a boolean, got a string");
+	             "\"diff_ids\":[]},\"history\":[{},{\"empty_layer\":\"yes\"}]}",
+	             "config: history[1].empty_layer: expected a boolean, got a string");
 	config_fails("{\"architecture\":\"amd64\",\"os\":\"linux\",\"rootfs\":{\"type\":\"layers\","
-		     "\"diff_ids\":[]},\"history\":[1]}",
-		     "config: history[0]: expected an object, got an integer");
+	             "\"diff_ids\":[]},\"history\":[1]}",
+	             "config: history[0]: expected an object, got an integer");
 	config_fails("{\"architecture\":\"amd64\",\"architecture\":\"arm64\"}",
-		     "duplicate object key");
+	             "duplicate object key");
 	config_fails("{\"architecture\":", "config: invalid JSON");
 	config_fails("\"x\"", "config: invalid JSON");
 }
@@ -931,20 +935,19 @@ static void test_oci__media_types(void **state)
 	assert_false(sw_oci_media_type_is_layer(SW_OCI_MT_EMPTY));
 
 	assert_string_equal(sw_oci_media_type_sniff(oci_manifest, strlen(oci_manifest)),
-			    SW_OCI_MT_MANIFEST);
+	                    SW_OCI_MT_MANIFEST);
 	assert_string_equal(sw_oci_media_type_sniff(docker_manifest, strlen(docker_manifest)),
-			    SW_DOCKER_MT_MANIFEST);
+	                    SW_DOCKER_MT_MANIFEST);
 	assert_string_equal(sw_oci_media_type_sniff(docker_list, strlen(docker_list)),
-			    SW_DOCKER_MT_LIST);
-	assert_string_equal(sw_oci_media_type_sniff(oci_index, strlen(oci_index)),
-			    SW_OCI_MT_INDEX);
+	                    SW_DOCKER_MT_LIST);
+	assert_string_equal(sw_oci_media_type_sniff(oci_index, strlen(oci_index)), SW_OCI_MT_INDEX);
 	static const char shape_index[] = "{\"schemaVersion\":2,\"manifests\":[]}";
 	static const char shape_manifest[] = "{\"schemaVersion\":2,\"config\":{},\"layers\":[]}";
 	static const char unknown_mt[] = "{\"mediaType\":\"text/plain\",\"manifests\":[]}";
 	assert_string_equal(sw_oci_media_type_sniff(shape_index, strlen(shape_index)),
-			    SW_OCI_MT_INDEX);
+	                    SW_OCI_MT_INDEX);
 	assert_string_equal(sw_oci_media_type_sniff(shape_manifest, strlen(shape_manifest)),
-			    SW_OCI_MT_MANIFEST);
+	                    SW_OCI_MT_MANIFEST);
 	assert_null(sw_oci_media_type_sniff(unknown_mt, strlen(unknown_mt)));
 	assert_null(sw_oci_media_type_sniff("{\"config\":{}}", 13));
 	assert_null(sw_oci_media_type_sniff("not json", 8));
@@ -989,8 +992,9 @@ static void test_oci__platform_parse(void **state)
 	assert_string_equal(p.variant, "v7");
 	sw_oci_platform_clear(&p);
 
-	static const char *const bad[] = { "", "linux", "linux/", "/amd64", "linux/amd64/v8/x",
-					   "linux/am d64", "linux//v7" };
+	static const char *const bad[] = {
+		"", "linux", "linux/", "/amd64", "linux/amd64/v8/x", "linux/am d64", "linux//v7"
+	};
 	for (size_t i = 0; i < SW_ARRAY_SIZE(bad); i++) {
 		assert_int_equal(sw_oci_platform_parse(&p, bad[i], &err), SW_ERR_INVALID);
 		assert_non_null(err);
@@ -1085,7 +1089,7 @@ static void test_oci__descriptor_copy_and_annotations(void **state)
 /* ---------------------------------------------------------------- references */
 
 static void ref_ok(const char *s, const char *registry, const char *repository, const char *tag,
-		   const char *digest, const char *str)
+                   const char *digest, const char *str)
 {
 	sw_oci_ref r;
 	sw_error *err = NULL;
@@ -1130,13 +1134,12 @@ static void test_oci__ref_parse(void **state)
 	       "registry-1.docker.io/team/app:latest");
 	ref_ok("team/app:v2", "registry-1.docker.io", "team/app", "v2", NULL,
 	       "registry-1.docker.io/team/app:v2");
-	ref_ok("127.0.0.1:5000/a/b:1", "127.0.0.1:5000", "a/b", "1", NULL,
-	       "127.0.0.1:5000/a/b:1");
+	ref_ok("127.0.0.1:5000/a/b:1", "127.0.0.1:5000", "a/b", "1", NULL, "127.0.0.1:5000/a/b:1");
 	ref_ok("localhost/x@" D_M1, "localhost", "x", NULL, D_M1, "localhost/x@" D_M1);
 	ref_ok("localhost:5000/team/app:1.0@" D_M2, "localhost:5000", "team/app", "1.0", D_M2,
 	       "localhost:5000/team/app:1.0@" D_M2);
-	ref_ok("registry.example.com/a.b/c_d/e__f/g-h/i---j:_x.Y-z",
-	       "registry.example.com", "a.b/c_d/e__f/g-h/i---j", "_x.Y-z", NULL,
+	ref_ok("registry.example.com/a.b/c_d/e__f/g-h/i---j:_x.Y-z", "registry.example.com",
+	       "a.b/c_d/e__f/g-h/i---j", "_x.Y-z", NULL,
 	       "registry.example.com/a.b/c_d/e__f/g-h/i---j:_x.Y-z");
 	ref_ok("[::1]:5000/app", "[::1]:5000", "app", "latest", NULL, "[::1]:5000/app:latest");
 	ref_ok("My-Registry.example.com/app", "My-Registry.example.com", "app", "latest", NULL,

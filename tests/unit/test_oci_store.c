@@ -452,6 +452,8 @@ static void test_oci__store_resolve_untagged_blob(void **state)
 static void test_oci__store_concurrent_tags(void **state)
 {
 	fixture *f = *state;
+	/* the children also create the layout at the same time */
+	cleanup_free char *dir = sw_path_join(f->tmp, "concurrent");
 	pid_t pids[N_CHILDREN];
 	for (int c = 0; c < N_CHILDREN; c++) {
 		pids[c] = fork();
@@ -460,8 +462,10 @@ static void test_oci__store_concurrent_tags(void **state)
 			sw_oci_store *s = NULL;
 			sw_error *err = NULL;
 			int rc = 0;
-			if (sw_oci_store_open(&s, f->dir, true, &err) < 0)
+			if (sw_oci_store_open(&s, dir, true, &err) < 0) {
+				fprintf(stderr, "child %d: %s\n", c, sw_error_msg(err));
 				_exit(3);
+			}
 			for (int i = 0; i < N_TAGS && rc == 0; i++) {
 				char name[64], content[64];
 				snprintf(name, sizeof(name), "child%d/tag:%d", c, i);
@@ -485,7 +489,9 @@ static void test_oci__store_concurrent_tags(void **state)
 		assert_true(WIFEXITED(status));
 		assert_int_equal(WEXITSTATUS(status), 0);
 	}
-	cleanup_free char *ip = sw_path_join(f->dir, "index.json");
+	sw_oci_store *s = NULL;
+	ASSERT_OK(sw_oci_store_open(&s, dir, false, err_));
+	cleanup_free char *ip = sw_path_join(dir, "index.json");
 	json_error_t jerr;
 	json_t *j = json_load_file(ip, 0, &jerr);
 	assert_non_null(j);
@@ -500,13 +506,14 @@ static void test_oci__store_concurrent_tags(void **state)
 			sw_digest d;
 			sw_oci_digest_bytes(&d, content, strlen(content));
 			sw_oci_descriptor r;
-			ASSERT_OK(sw_oci_store_resolve(&r, f->s, name, err_));
+			ASSERT_OK(sw_oci_store_resolve(&r, s, name, err_));
 			assert_true(sw_oci_digest_eq(&r.digest, &d));
 			sw_oci_descriptor_clear(&r);
 		}
 	}
 	/* no temporary files left next to index.json */
-	DIR *d = opendir(f->dir);
+	sw_oci_store_free(s);
+	DIR *d = opendir(dir);
 	struct dirent *e;
 	while ((e = readdir(d)) != NULL)
 		assert_null(strstr(e->d_name, "tmp"));
