@@ -775,7 +775,7 @@ static int apply_entry(apply_ctx *c, struct archive *a, struct archive_entry *e,
 	c->total += (uint64_t)size;
 
 	cleanup_free char *path = NULL;
-	int r = sw_oci__layer_path_clean(&path, entry, "entry", err);
+	int r = sw_oci__layer_path_clean(&path, entry, "layer entry", err);
 	if (r < 0)
 		return r;
 	if (!*path)

@@ -31,10 +31,10 @@ int sw_oci__layer_path_clean(char **out, const char *name, const char *what, sw_
 {
 	*out = NULL;
 	if (!name || !*name)
-		return sw_error_set(err, SW_ERR_INVALID, "layer %s with an empty name", what);
+		return sw_error_set(err, SW_ERR_INVALID, "%s with an empty name", what);
 	if (name[0] == '/')
-		return sw_error_set(err, SW_ERR_INVALID, "layer %s '%s': absolute paths are refused",
-				    what, name);
+		return sw_error_set(err, SW_ERR_INVALID, "%s '%s': absolute paths are refused", what,
+				    name);
 	size_t n = strlen(name);
 	char *res = sw_xmalloc(n + 1);
 	size_t len = 0;
@@ -45,7 +45,7 @@ int sw_oci__layer_path_clean(char **out, const char *name, const char *what, sw_
 		if (cl == 2 && p[0] == '.' && p[1] == '.') {
 			free(res);
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "layer %s '%s': '..' components are refused", what, name);
+					    "%s '%s': '..' components are refused", what, name);
 		}
 		if (cl > 0 && !(cl == 1 && p[0] == '.')) {
 			if (len)
@@ -948,7 +948,7 @@ static int write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_pa
 			break;
 		}
 		cleanup_free char *path = NULL;
-		r = sw_oci__layer_path_clean(&path, archive_entry_pathname(ie), "entry", err);
+		r = sw_oci__layer_path_clean(&path, archive_entry_pathname(ie), "tar entry", err);
 		if (r < 0)
 			break;
 		if (!*path)

@@ -110,7 +110,7 @@ struct archive;
 /*
  * Normalise the name of a layer entry: leading "./", empty and "." components and a trailing
  * "/" go. Absolute paths and ".." components are refused with SW_ERR_INVALID naming the entry
- * (`what` says which field: "entry", "hard link target"). *out is "" for the root itself;
+ * (`what` names the field: "layer entry", "hard link target"). *out is "" for the root itself;
  * the caller frees it.
  */
 int sw_oci__layer_path_clean(char **out, const char *name, const char *what,

@@ -283,6 +283,7 @@ typedef struct reg_call {
 	const char *repo;           /* for messages */
 	int (*restart)(void *payload); /* before a request is sent again after a 401 */
 	void *restart_payload;
+	bool keep_failed; /* keep the response (headers of a cut answer) when no answer came */
 } reg_call;
 
 /*
@@ -327,8 +328,11 @@ static int reg_do(sw_http_response *out, sw_oci_registry *r, sw_http_client *htt
 		if (authz)
 			explicit_bzero(authz, strlen(authz));
 		stat_add(r, &r->stats.requests, (uint64_t)(out->attempts > 0 ? out->attempts : 1));
-		if (rc < 0)
+		if (rc < 0) {
+			if (!call->keep_failed)
+				sw_http_response_free(out);
 			return rc;
+		}
 		if (out->status == 401 && mine) {
 			long st = out->status;
 			if (attempt > 0 || fresh) {
@@ -707,6 +711,7 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		call.repo = repo;
 		call.restart = dl_restart;
 		call.restart_payload = &c;
+		call.keep_failed = true;
 		sw_http_response resp;
 		sw_error_clear(&last);
 		rc = reg_do(&resp, r, http, &call, &last);

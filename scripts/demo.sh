@@ -13,12 +13,10 @@ SW_TEST_SRCDIR=$PWD
 # The test harness starts and stops the registry and owns the temporary folder ($T).
 # shellcheck source=../tests/integration/lib_registry.sh
 source tests/integration/lib_registry.sh
-# shellcheck source=../tests/integration/lib_rootfs.sh
-source tests/integration/lib_rootfs.sh
-sw_tmpdir
+sw_tmpdir # $T, removed at exit; the local store goes there too (SLIPWAY_STATE_DIR=$T/state)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
-show() { printf '$ %s\n' "$*"; "$@"; }
+show() { printf '$ %s\n' "$*" >&2; "$@"; }
 
 step "1. a busybox root filesystem from Debian's busybox-static, as a tarball"
 sw_make_busybox_tar "$T/busybox-rootfs.tar"
@@ -37,6 +35,10 @@ step "4. push the image to the registry"
 pushed=$(show "$SLIPWAY" image copy busybox:demo "docker://$REGISTRY/demo/busybox:1")
 echo "$pushed"
 
+step "4b. an independent reader: skopeo inspects what slipway pushed"
+seen=$(show skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$REGISTRY/demo/busybox:1")
+echo "$seen"
+
 step "5. pull it back into a fresh OCI image layout"
 pulled=$(show "$SLIPWAY" image copy "docker://$REGISTRY/demo/busybox:1" "oci:$T/pulled:busybox")
 echo "$pulled"
@@ -54,5 +56,6 @@ PY
 
 step "7. check"
 [ "$imported" = "$pushed" ] || fail "the pushed digest $pushed is not the imported $imported"
+[ "$imported" = "$seen" ] || fail "skopeo sees $seen in the registry, not the imported $imported"
 [ "$imported" = "$pulled" ] || fail "the pulled digest $pulled is not the imported $imported"
 echo "the image went to the registry and back unchanged: $imported"
