@@ -19,42 +19,42 @@ static void copy_json_decrefp(json_t **j)
 #define cleanup_jsonp __attribute__((cleanup(copy_json_decrefp)))
 
 static const char copy_usage[] =
-	"usage: slipway image copy [--platform OS/ARCH[/VARIANT]] [--src-creds USER:PASS]\n"
-	"                          [--dest-creds USER:PASS] [--quiet] SRC DST\n"
-	"\n"
-	"Copy an image between OCI image layouts and registries, in any direction: push\n"
-	"(layout to registry), pull (registry to layout), registry to registry (through the\n"
-	"local store, which then keeps the blobs) and layout to layout. Blobs the destination\n"
-	"already has are not sent again; a blob known to be in another repository of the same\n"
-	"registry is mounted from there. Prints the manifest digest (sha256:...) on stdout, and\n"
-	"a summary on stderr:\n"
-	"  slipway: copied SRC -> DST: N blobs uploaded, N already present, N mounted,\n"
-	"  N downloaded, BYTES bytes up, BYTES down\n"
-	"\n"
-	"SRC and DST:\n"
-	"  oci:DIR[:TAG]                            an OCI image layout (TAG default 'latest');\n"
-	"                                           a destination folder is created when missing\n"
-	"  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]  a registry (TAG default 'latest'); plain\n"
-	"                                           http for 127.0.0.0/8, ::1, localhost and the\n"
-	"                                           hosts in SLIPWAY_INSECURE_REGISTRIES\n"
-	"                                           (comma-separated), https otherwise\n"
-	"  NAME[:TAG]                               the local store under the state folder\n"
-	"\n"
-	"Credentials come from --src-creds/--dest-creds, else from the Docker config file\n"
-	"($DOCKER_CONFIG/config.json or ~/.docker/config.json, \"auths\" entries). Anonymous\n"
-	"access, Basic and Bearer token authentication are supported.\n"
-	"\n"
-	"options:\n"
-	"  --platform OS/ARCH[/VARIANT]  which image of a multi-platform index to copy (default:\n"
-	"                                this machine's platform when pulling; a layout's index\n"
-	"                                is pushed whole unless --platform is given)\n"
-	"  --src-creds USER:PASS         credentials for the source registry\n"
-	"  --dest-creds USER:PASS        credentials for the destination registry\n"
-	"  -q, --quiet                   no summary line on stderr\n"
-	"  -h, --help                    show this help\n"
-	"\n"
-	"environment: SLIPWAY_INSECURE_REGISTRIES, SLIPWAY_REGISTRY_CA (extra CA bundle),\n"
-	"DOCKER_CONFIG.\n";
+        "usage: slipway image copy [--platform OS/ARCH[/VARIANT]] [--src-creds USER:PASS]\n"
+        "                          [--dest-creds USER:PASS] [--quiet] SRC DST\n"
+        "\n"
+        "Copy an image between OCI image layouts and registries, in any direction: push\n"
+        "(layout to registry), pull (registry to layout), registry to registry (through the\n"
+        "local store, which then keeps the blobs) and layout to layout. Blobs the destination\n"
+        "already has are not sent again; a blob known to be in another repository of the same\n"
+        "registry is mounted from there. Prints the manifest digest (sha256:...) on stdout, and\n"
+        "a summary on stderr:\n"
+        "  slipway: copied SRC -> DST: N blobs uploaded, N already present, N mounted,\n"
+        "  N downloaded, BYTES bytes up, BYTES down\n"
+        "\n"
+        "SRC and DST:\n"
+        "  oci:DIR[:TAG]                            an OCI image layout (TAG default 'latest');\n"
+        "                                           a destination folder is created when missing\n"
+        "  docker://HOST[:PORT]/REPO[:TAG|@DIGEST]  a registry (TAG default 'latest'); plain\n"
+        "                                           http for 127.0.0.0/8, ::1, localhost and the\n"
+        "                                           hosts in SLIPWAY_INSECURE_REGISTRIES\n"
+        "                                           (comma-separated), https otherwise\n"
+        "  NAME[:TAG]                               the local store under the state folder\n"
+        "\n"
+        "Credentials come from --src-creds/--dest-creds, else from the Docker config file\n"
+        "($DOCKER_CONFIG/config.json or ~/.docker/config.json, \"auths\" entries). Anonymous\n"
+        "access, Basic and Bearer token authentication are supported.\n"
+        "\n"
+        "options:\n"
+        "  --platform OS/ARCH[/VARIANT]  which image of a multi-platform index to copy (default:\n"
+        "                                this machine's platform when pulling; a layout's index\n"
+        "                                is pushed whole unless --platform is given)\n"
+        "  --src-creds USER:PASS         credentials for the source registry\n"
+        "  --dest-creds USER:PASS        credentials for the destination registry\n"
+        "  -q, --quiet                   no summary line on stderr\n"
+        "  -h, --help                    show this help\n"
+        "\n"
+        "environment: SLIPWAY_INSECURE_REGISTRIES, SLIPWAY_REGISTRY_CA (extra CA bundle),\n"
+        "DOCKER_CONFIG.\n";
 
 static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
 static int usage_error(const char *cmd, const char *fmt, ...)
@@ -64,7 +64,7 @@ static int usage_error(const char *cmd, const char *fmt, ...)
 	cleanup_free char *m = sw_xvasprintf(fmt, ap);
 	va_end(ap);
 	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
-		cmd, m, cmd);
+	        cmd, m, cmd);
 	return 2;
 }
 
@@ -132,7 +132,7 @@ static void stats_add(sw_oci_transfer_stats *sum, const sw_oci_registry *r)
 
 /* Resolve a layout's TAG to what is copied: the entry itself, or its manifest for `want`. */
 static int layout_source(sw_oci_descriptor *out, sw_oci_store *s, const sw_imgloc *loc,
-			 const sw_oci_platform *want, sw_error **err)
+                         const sw_oci_platform *want, sw_error **err)
 {
 	sw_oci_descriptor top;
 	if (sw_oci_store_resolve(&top, s, loc->tag, err) < 0)
@@ -152,7 +152,7 @@ static int open_store(sw_oci_store **out, const sw_imgloc *loc, bool create, sw_
 	if (sw_oci_store_open(out, loc->dir, create, err) < 0) {
 		if (!create && loc->is_default_store && sw_error_code_of(*err) == SW_ERR_NOT_FOUND)
 			return sw_error_wrap(err, "image '%s' not found (the local store is empty)",
-					     loc->tag);
+			                     loc->tag);
 		return sw_error_code_of(*err);
 	}
 	return 0;
@@ -172,11 +172,11 @@ static int run_copy(copy_job *j, sw_error **err)
 {
 	bool from_reg = j->src.kind == SW_IMGLOC_REGISTRY;
 	bool to_reg = j->dst.kind == SW_IMGLOC_REGISTRY;
-	if (from_reg && sw_oci_registry_new(&j->src_reg, j->src.ref.registry, &j->src_opts.opts,
-					    err) < 0)
+	if (from_reg &&
+	    sw_oci_registry_new(&j->src_reg, j->src.ref.registry, &j->src_opts.opts, err) < 0)
 		return sw_error_code_of(*err);
-	if (to_reg && sw_oci_registry_new(&j->dst_reg, j->dst.ref.registry, &j->dst_opts.opts,
-					  err) < 0)
+	if (to_reg &&
+	    sw_oci_registry_new(&j->dst_reg, j->dst.ref.registry, &j->dst_opts.opts, err) < 0)
 		return sw_error_code_of(*err);
 
 	if (!from_reg && !to_reg) {
@@ -185,7 +185,7 @@ static int run_copy(copy_job *j, sw_error **err)
 		    open_store(&j->dst_store, &j->dst, true, err) < 0)
 			return sw_error_code_of(*err);
 		return sw_oci_store_copy_image(j->dst_store, j->src_store, &j->desc, j->dst.tag,
-					       err);
+		                               err);
 	}
 	if (!from_reg) {
 		if (open_store(&j->src_store, &j->src, false, err) < 0 ||
@@ -197,7 +197,7 @@ static int run_copy(copy_job *j, sw_error **err)
 		if (open_store(&j->dst_store, &j->dst, true, err) < 0)
 			return sw_error_code_of(*err);
 		if (sw_oci_registry_pull(&j->desc, j->src_reg, j->dst_store, &j->src.ref, j->want,
-					 err) < 0)
+		                         err) < 0)
 			return sw_error_code_of(*err);
 		if (sw_oci_store_tag(j->dst_store, j->dst.tag, &j->desc, err) < 0)
 			return sw_error_wrap(err, "tag %s in %s", j->dst.tag, j->dst.dir);
@@ -277,7 +277,7 @@ int sw_cmd_image_copy(int argc, char **argv)
 	}
 	if (argc - optind != 2)
 		return usage_error("copy", "expected SRC and DST, got %d argument%s", argc - optind,
-				   argc - optind == 1 ? "" : "s");
+		                   argc - optind == 1 ? "" : "s");
 	if (src_creds && !valid_creds(src_creds))
 		return usage_error("copy", "--src-creds: expected USER:PASS");
 	if (dst_creds && !valid_creds(dst_creds))
@@ -291,7 +291,7 @@ int sw_cmd_image_copy(int argc, char **argv)
 		if (!plat.os || !plat.architecture) {
 			sw_oci_platform_clear(&plat);
 			return usage_error("copy", "--platform '%s': expected OS/ARCH[/VARIANT]",
-					   platform_arg);
+			                   platform_arg);
 		}
 	}
 	copy_job j;
@@ -314,9 +314,9 @@ int sw_cmd_image_copy(int argc, char **argv)
 		goto out;
 	}
 	side_opts_init(&j.src_opts, j.src.kind == SW_IMGLOC_REGISTRY ? j.src.ref.registry : "",
-		       src_creds);
+	               src_creds);
 	side_opts_init(&j.dst_opts, j.dst.kind == SW_IMGLOC_REGISTRY ? j.dst.ref.registry : "",
-		       dst_creds);
+	               dst_creds);
 
 	if (run_copy(&j, &err) < 0) {
 		sw_error_wrap(&err, "copy %s -> %s", j.src_arg, j.dst_arg);
@@ -331,11 +331,11 @@ int sw_cmd_image_copy(int argc, char **argv)
 		stats_add(&t, j.src_reg);
 		stats_add(&t, j.dst_reg);
 		fprintf(stderr,
-			"slipway: copied %s -> %s: %" PRIu64 " blobs uploaded, %" PRIu64
-			" already present, %" PRIu64 " mounted, %" PRIu64 " downloaded, %" PRIu64
-			" bytes up, %" PRIu64 " bytes down\n",
-			j.src_arg, j.dst_arg, t.blobs_uploaded, t.blobs_skipped, t.blobs_mounted,
-			t.blobs_downloaded, t.bytes_up, t.bytes_down);
+		        "slipway: copied %s -> %s: %" PRIu64 " blobs uploaded, %" PRIu64
+		        " already present, %" PRIu64 " mounted, %" PRIu64 " downloaded, %" PRIu64
+		        " bytes up, %" PRIu64 " bytes down\n",
+		        j.src_arg, j.dst_arg, t.blobs_uploaded, t.blobs_skipped, t.blobs_mounted,
+		        t.blobs_downloaded, t.bytes_up, t.bytes_down);
 	}
 out:
 	copy_job_clear(&j);
@@ -346,17 +346,18 @@ out:
 /* ---------------------------------------------------------------- inspect docker://REF */
 
 static const char inspect_remote_usage[] =
-	"usage: slipway image inspect [--platform OS/ARCH[/VARIANT]] [--raw]\n"
-	"                             docker://HOST[:PORT]/REPO[:TAG|@DIGEST]\n"
-	"\n"
-	"Fetch an image's manifest and config from a registry (nothing is stored) and print them\n"
-	"as JSON, in the same shape as for a local image. Run 'slipway image inspect --help' for\n"
-	"the fields and options.\n";
+        "usage: slipway image inspect [--platform OS/ARCH[/VARIANT]] [--raw]\n"
+        "                             docker://HOST[:PORT]/REPO[:TAG|@DIGEST]\n"
+        "\n"
+        "Fetch an image's manifest and config from a registry (nothing is stored) and print them\n"
+        "as JSON, in the same shape as for a local image. Run 'slipway image inspect --help' for\n"
+        "the fields and options.\n";
 
 static char *config_platform(const sw_oci_config *cfg)
 {
-	sw_oci_platform p = { .os = cfg->os, .architecture = cfg->architecture,
-			      .variant = cfg->variant };
+	sw_oci_platform p = { .os = cfg->os,
+		              .architecture = cfg->architecture,
+		              .variant = cfg->variant };
 	if (!p.os || !p.architecture)
 		return sw_xstrdup("unknown");
 	return sw_oci_platform_str(&p);
@@ -370,7 +371,7 @@ static int write_raw(const char *buf, size_t len, sw_error **err)
 }
 
 static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_platform *want,
-			  bool raw, sw_error **err)
+                          bool raw, sw_error **err)
 {
 	sw_oci_registry *r = NULL;
 	if (sw_oci_registry_new(&r, ref->registry, sw_cli_registry_opts(), err) < 0)
@@ -408,7 +409,7 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 			goto out;
 		if (!sw_oci_media_type_is_manifest(desc.media_type)) {
 			rc = sw_error_set(err, SW_ERR_INVALID, "%s: not an image manifest",
-					  desc.digest.s);
+			                  desc.digest.s);
 			goto out;
 		}
 	} else {
@@ -422,8 +423,8 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 	}
 	if ((rc = sw_oci_manifest_parse(&m, buf, len, NULL, err)) < 0)
 		goto out;
-	if ((rc = sw_oci_registry_get_blob(&cbuf, &clen, r, ref, &m.config,
-					   SW_OCI_MAX_CONFIG_BYTES, err)) < 0) {
+	if ((rc = sw_oci_registry_get_blob(&cbuf, &clen, r, ref, &m.config, SW_OCI_MAX_CONFIG_BYTES,
+	                                   err)) < 0) {
 		sw_error_wrap(err, "config");
 		goto out;
 	}
@@ -454,9 +455,9 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 		json_object_set_new(lj, "digest", json_string(l->digest.s));
 		json_object_set_new(lj, "size", json_integer(l->size));
 		json_object_set_new(lj, "mediaType", json_string(l->media_type));
-		json_object_set_new(lj, "diffID", i < cfg.n_diff_ids
-							  ? json_string(cfg.diff_ids[i].s)
-							  : json_null());
+		json_object_set_new(lj, "diffID",
+		                    i < cfg.n_diff_ids ? json_string(cfg.diff_ids[i].s)
+		                                       : json_null());
 		json_array_append_new(layers, lj);
 	}
 	json_object_set_new(o, "layers", layers);
@@ -499,7 +500,7 @@ int sw_cmd_image_inspect_remote(int argc, char **argv)
 			return 0;
 		case ':':
 			return usage_error("inspect", "option '%s' needs a value",
-					   argv[optind - 1]);
+			                   argv[optind - 1]);
 		default:
 			return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
 		}

@@ -69,9 +69,10 @@ static int parse_quoted(char **out, const char **pp, const char *value, sw_error
 		char c = *p;
 		if (c == '\0') {
 			sw_buf_free(&b);
-			return sw_error_set(err, SW_ERR_INVALID,
-					    "WWW-Authenticate: unterminated quoted string at offset %zu",
-					    (size_t)(*pp - value));
+			return sw_error_set(
+			        err, SW_ERR_INVALID,
+			        "WWW-Authenticate: unterminated quoted string at offset %zu",
+			        (size_t)(*pp - value));
 		}
 		if (c == '"')
 			break;
@@ -140,8 +141,8 @@ int sw_oci__challenge_parse(sw_oci__challenge *out, const char *value, sw_error 
 		size_t tok_len = (size_t)(p - tok);
 		if (tok_len == 0) {
 			rc = sw_error_set(err, SW_ERR_INVALID,
-					  "WWW-Authenticate: unexpected '%c' at offset %zu", *p,
-					  (size_t)(p - value));
+			                  "WWW-Authenticate: unexpected '%c' at offset %zu", *p,
+			                  (size_t)(p - value));
 			goto out;
 		}
 		p = skip_ows(p);
@@ -149,7 +150,7 @@ int sw_oci__challenge_parse(sw_oci__challenge *out, const char *value, sw_error 
 			/* a new challenge's scheme */
 			if (n == SW_ARRAY_SIZE(list)) {
 				rc = sw_error_set(err, SW_ERR_INVALID,
-						  "WWW-Authenticate: too many challenges");
+				                  "WWW-Authenticate: too many challenges");
 				goto out;
 			}
 			list[n++].scheme = sw_xstrndup(tok, tok_len);
@@ -163,9 +164,10 @@ int sw_oci__challenge_parse(sw_oci__challenge *out, const char *value, sw_error 
 			continue;
 		}
 		if (n == 0) {
-			rc = sw_error_set(err, SW_ERR_INVALID,
-					  "WWW-Authenticate: parameter before any scheme at offset %zu",
-					  (size_t)(tok - value));
+			rc = sw_error_set(
+			        err, SW_ERR_INVALID,
+			        "WWW-Authenticate: parameter before any scheme at offset %zu",
+			        (size_t)(tok - value));
 			goto out;
 		}
 		char *v = NULL;
@@ -181,9 +183,10 @@ int sw_oci__challenge_parse(sw_oci__challenge *out, const char *value, sw_error 
 		set_param(&list[n - 1], tok, tok_len, v);
 		p = skip_ows(p);
 		if (*p && *p != ',') {
-			rc = sw_error_set(err, SW_ERR_INVALID,
-					  "WWW-Authenticate: expected ',' at offset %zu, found '%c'",
-					  (size_t)(p - value), *p);
+			rc = sw_error_set(
+			        err, SW_ERR_INVALID,
+			        "WWW-Authenticate: expected ',' at offset %zu, found '%c'",
+			        (size_t)(p - value), *p);
 			goto out;
 		}
 	}
@@ -196,17 +199,19 @@ int sw_oci__challenge_parse(sw_oci__challenge *out, const char *value, sw_error 
 		if (scheme_of(list[i].scheme) == SW_OCI__AUTH_BASIC)
 			pick = &list[i];
 	if (!pick) {
-		rc = sw_error_set(err, SW_ERR_INVALID,
-				  n ? "WWW-Authenticate: unsupported scheme '%s' (slipway speaks Basic "
-				      "and Bearer)"
-				    : "WWW-Authenticate: empty%s",
-				  n ? list[0].scheme : "");
+		rc = sw_error_set(
+		        err, SW_ERR_INVALID,
+		        n ? "WWW-Authenticate: unsupported scheme '%s' (slipway speaks Basic "
+		            "and Bearer)"
+		          : "WWW-Authenticate: empty%s",
+		        n ? list[0].scheme : "");
 		goto out;
 	}
 	out->scheme = scheme_of(pick->scheme);
 	if (out->scheme == SW_OCI__AUTH_BEARER && (!pick->realm || !pick->realm[0])) {
-		rc = sw_error_set(err, SW_ERR_INVALID, "WWW-Authenticate: Bearer challenge without "
-						       "realm");
+		rc = sw_error_set(err, SW_ERR_INVALID,
+		                  "WWW-Authenticate: Bearer challenge without "
+		                  "realm");
 		goto out;
 	}
 	out->realm = steal_pointer(&pick->realm);
@@ -265,15 +270,14 @@ static time_t parse_rfc3339(const char *s)
 	return t - off;
 }
 
-int sw_oci__token_parse(sw_oci__token *out, const char *buf, size_t len, time_t now,
-			sw_error **err)
+int sw_oci__token_parse(sw_oci__token *out, const char *buf, size_t len, time_t now, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	json_error_t jerr;
 	cleanup_jsonp json_t *j = json_loadb(buf, len, 0, &jerr);
 	if (!j)
 		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, 0,
-				    "token response: line %d: %s", jerr.line, jerr.text);
+		                    "token response: line %d: %s", jerr.line, jerr.text);
 	if (!json_is_object(j))
 		return sw_error_set(err, SW_ERR_INVALID, "token response: not a JSON object");
 	const char *tok = json_string_value(json_object_get(j, "token"));
@@ -281,7 +285,7 @@ int sw_oci__token_parse(sw_oci__token *out, const char *buf, size_t len, time_t 
 		tok = json_string_value(json_object_get(j, "access_token"));
 	if (!tok || !tok[0])
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "token response: no \"token\" or \"access_token\"");
+		                    "token response: no \"token\" or \"access_token\"");
 	json_int_t expires_in = AUTH_MIN_EXPIRES;
 	json_t *e = json_object_get(j, "expires_in");
 	if (json_is_integer(e))
@@ -289,7 +293,8 @@ int sw_oci__token_parse(sw_oci__token *out, const char *buf, size_t len, time_t 
 	else if (json_is_real(e))
 		expires_in = (json_int_t)json_real_value(e);
 	else if (e && !json_is_null(e))
-		return sw_error_set(err, SW_ERR_INVALID, "token response: expires_in: not a number");
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "token response: expires_in: not a number");
 	if (expires_in < AUTH_MIN_EXPIRES)
 		expires_in = AUTH_MIN_EXPIRES;
 	if (expires_in > 366L * 24 * 3600)
@@ -453,11 +458,11 @@ static bool config_key_matches(const char *key, const char *registry)
 }
 
 static int creds_from_entry(sw_oci_credentials *out, json_t *entry, const char *path,
-			    const char *key, const char *registry, sw_error **err)
+                            const char *key, const char *registry, sw_error **err)
 {
 	if (!json_is_object(entry))
 		return sw_error_set(err, SW_ERR_INVALID, "%s: auths.\"%s\": not an object", path,
-				    key);
+		                    key);
 	const char *ident = json_string_value(json_object_get(entry, "identitytoken"));
 	const char *auth = json_string_value(json_object_get(entry, "auth"));
 	const char *user = json_string_value(json_object_get(entry, "username"));
@@ -474,8 +479,8 @@ static int creds_from_entry(sw_oci_credentials *out, json_t *entry, const char *
 		if (!colon || colon == dec || memchr(dec, '\0', dlen)) {
 			explicit_bzero(dec, dlen);
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "%s: auths.\"%s\".auth: not base64 of USER:PASSWORD", path,
-					    key);
+			                    "%s: auths.\"%s\".auth: not base64 of USER:PASSWORD",
+			                    path, key);
 		}
 		out->username = sw_xstrndup(dec, (size_t)(colon - dec));
 		out->password = sw_xstrndup(colon + 1, dlen - (size_t)(colon + 1 - dec));
@@ -484,22 +489,26 @@ static int creds_from_entry(sw_oci_credentials *out, json_t *entry, const char *
 		out->username = sw_xstrdup(user);
 		out->password = sw_xstrdup(pass ? pass : "");
 	} else {
-		return 0; /* e.g. an entry that only says a credential helper has it */
+		/* e.g. an entry that only says a credential helper has it */
+		SW_LOG(SW_LOG_DEBUG,
+		       "%s: auths.\"%s\" holds no credentials (credential helpers are not used)",
+		       path, key);
+		return 0;
 	}
 	out->registry = sw_xstrdup(registry);
 	return 0;
 }
 
 int sw_oci__docker_config_lookup(sw_oci_credentials *out, const char *buf, size_t len,
-				 const char *path, const char *registry, sw_error **err)
+                                 const char *path, const char *registry, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	json_error_t jerr;
 	cleanup_jsonp json_t *root = json_loadb(buf, len, 0, &jerr);
 	if (!root)
 		return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_JSON, 0,
-				    "%s: line %d column %d: %s", path, jerr.line, jerr.column,
-				    jerr.text);
+		                    "%s: line %d column %d: %s", path, jerr.line, jerr.column,
+		                    jerr.text);
 	if (!json_is_object(root))
 		return sw_error_set(err, SW_ERR_INVALID, "%s: not a JSON object", path);
 	json_t *auths = json_object_get(root, "auths");
@@ -513,8 +522,7 @@ int sw_oci__docker_config_lookup(sw_oci_credentials *out, const char *buf, size_
 		return creds_from_entry(out, entry, path, registry, registry, err);
 	const char *key;
 	json_t *v;
-	json_object_foreach(auths, key, v)
-	{
+	json_object_foreach (auths, key, v) {
 		if (config_key_matches(key, registry))
 			return creds_from_entry(out, v, path, key, registry, err);
 	}
@@ -535,7 +543,7 @@ static char *docker_config_path(const sw_oci_registry_opts *opts)
 }
 
 int sw_oci_credentials_lookup(sw_oci_credentials *out, const sw_oci_registry_opts *opts,
-			      const char *registry, sw_error **err)
+                              const char *registry, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	if (!registry || !registry[0])
@@ -694,11 +702,12 @@ static char *scope_normalize(const char *first, const char *second)
 				bool have = false;
 				cleanup_free char *cur = sw_xstrdup(acts[i]);
 				char *s3 = NULL;
-				for (char *y = strtok_r(cur, ",", &s3); y; y = strtok_r(NULL, ",", &s3))
+				for (char *y = strtok_r(cur, ",", &s3); y;
+				     y = strtok_r(NULL, ",", &s3))
 					have = have || strcmp(x, y) == 0;
 				if (!have) {
 					char *n = acts[i][0] ? sw_xasprintf("%s,%s", acts[i], x)
-							     : sw_xstrdup(x);
+					                     : sw_xstrdup(x);
 					free(acts[i]);
 					acts[i] = n;
 				}
@@ -758,7 +767,8 @@ static void cache_put(sw_oci__auth *a, const char *scope, sw_oci__token *tok)
 			/* drop the oldest */
 			free(a->cache[0].scope);
 			sw_oci__token_clear(&a->cache[0].tok);
-			memmove(&a->cache[0], &a->cache[1], (AUTH_MAX_CACHE - 1) * sizeof(a->cache[0]));
+			memmove(&a->cache[0], &a->cache[1],
+			        (AUTH_MAX_CACHE - 1) * sizeof(a->cache[0]));
 			a->n_cache--;
 		}
 		e = &a->cache[a->n_cache++];
@@ -786,7 +796,7 @@ static char *answer_detail(const sw_http_response *resp)
 			m = json_string_value(json_object_get(j, "error"));
 		if (!m)
 			m = json_string_value(json_object_get(
-				json_array_get(json_object_get(j, "errors"), 0), "message"));
+			        json_array_get(json_object_get(j, "errors"), 0), "message"));
 	}
 	if (!m || !m[0])
 		return sw_xstrdup("");
@@ -800,8 +810,8 @@ static char *realm_for_msg(const char *realm)
 }
 
 /* Under the lock: ask the realm for a token for `scope` (already normalized). */
-static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http,
-		       const char *scope, uint64_t *requests, sw_error **err)
+static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http, const char *scope,
+                       uint64_t *requests, sw_error **err)
 {
 	int rc = load_creds(a, err);
 	if (rc < 0)
@@ -812,14 +822,14 @@ static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http
 	if (strncasecmp(a->realm, "https://", 8) != 0) {
 		if (strncasecmp(a->realm, "http://", 7) != 0)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "%s: token realm '%s' is not an http(s) URL", a->host,
-					    rmsg);
+			                    "%s: token realm '%s' is not an http(s) URL", a->host,
+			                    rmsg);
 		cleanup_free char *rhost = config_key_host(a->realm);
 		if (c && !sw_oci__host_plain_http(rhost, a->opts ? a->opts->insecure : NULL))
 			return sw_error_set(err, SW_ERR_AUTH,
-					    "%s: token realm %s is plain http: refusing to send "
-					    "credentials over it",
-					    a->host, rmsg);
+			                    "%s: token realm %s is plain http: refusing to send "
+			                    "credentials over it",
+			                    a->host, rmsg);
 	}
 	sw_buf q = SW_BUF_INIT(0);
 	cleanup_strv char **scopes = NULL;
@@ -851,8 +861,9 @@ static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http
 		/* OAuth2: trade the identity (refresh) token for an access token */
 		cleanup_free char *rt = sw_url_escape(c->password);
 		url = sw_xstrdup(a->realm);
-		body = sw_xasprintf("grant_type=refresh_token&refresh_token=%s&client_id=slipway%s%s",
-				    rt, query[0] ? "&" : "", query);
+		body = sw_xasprintf(
+		        "grant_type=refresh_token&refresh_token=%s&client_id=slipway%s%s", rt,
+		        query[0] ? "&" : "", query);
 		explicit_bzero(rt, strlen(rt));
 		headers[0] = "Content-Type: application/x-www-form-urlencoded";
 		req.method = "POST";
@@ -863,7 +874,7 @@ static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http
 		if (c) {
 			cleanup_free char *acc = sw_url_escape(c->username);
 			url = sw_xasprintf("%s%s%s%saccount=%s", a->realm, query[0] ? sep : "",
-					   query, query[0] ? "&" : sep, acc);
+			                   query, query[0] ? "&" : sep, acc);
 			authz = basic_header(c);
 			headers[0] = authz;
 		} else {
@@ -891,22 +902,23 @@ static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http
 		long st = resp.status;
 		sw_http_response_free(&resp);
 		if (!c)
-			return sw_error_lib(err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
-					    "%s: authentication required: the token server %s "
-					    "refused an anonymous request (HTTP %ld)%s: no credentials "
-					    "found for this registry",
-					    a->host, rmsg, st, d);
+			return sw_error_lib(
+			        err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
+			        "%s: authentication required: the token server %s "
+			        "refused an anonymous request (HTTP %ld)%s: no credentials "
+			        "found for this registry",
+			        a->host, rmsg, st, d);
 		return sw_error_lib(err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
-				    "%s: authentication failed for %s (HTTP %ld from the token "
-				    "server %s)%s: check the credentials for this registry",
-				    a->host, scope, st, rmsg, d);
+		                    "%s: authentication failed for %s (HTTP %ld from the token "
+		                    "server %s)%s: check the credentials for this registry",
+		                    a->host, scope, st, rmsg, d);
 	}
 	if (resp.status < 200 || resp.status > 299) {
 		cleanup_free char *d = answer_detail(&resp);
 		long st = resp.status;
 		sw_http_response_free(&resp);
 		return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_HTTP, (int)st,
-				    "%s: token request to %s: HTTP %ld%s", a->host, rmsg, st, d);
+		                    "%s: token request to %s: HTTP %ld%s", a->host, rmsg, st, d);
 	}
 	rc = sw_oci__token_parse(out, resp.body.data, resp.body.len, time(NULL), err);
 	explicit_bzero(resp.body.data ? resp.body.data : (char *)"", resp.body.len);
@@ -917,8 +929,8 @@ static int fetch_token(sw_oci__token *out, sw_oci__auth *a, sw_http_client *http
 }
 
 int sw_oci__auth_header(char **out, bool *out_fresh, sw_oci__auth *a, sw_http_client *http,
-			const char *scope, const char *extra_scope, bool fresh, uint64_t *requests,
-			sw_error **err)
+                        const char *scope, const char *extra_scope, bool fresh, uint64_t *requests,
+                        sw_error **err)
 {
 	*out = NULL;
 	*out_fresh = false;
@@ -957,7 +969,7 @@ int sw_oci__auth_header(char **out, bool *out_fresh, sw_oci__auth *a, sw_http_cl
 }
 
 int sw_oci__auth_challenged(char **out_extra_scope, sw_oci__auth *a, const char *www_authenticate,
-			    sw_error **err)
+                            sw_error **err)
 {
 	*out_extra_scope = NULL;
 	sw_oci__challenge ch;

@@ -15,6 +15,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -106,6 +107,185 @@ locale_t sw_oci__c_locale(void)
 	return c_locale;
 }
 
+/* ---------------------------------------------------------------- parallel gzip */
+
+/*
+ * gzip in the manner of pigz: the tar is cut into GZ_BLOCK blocks, each deflated on its own
+ * (raw deflate primed with the previous GZ_DICT bytes as dictionary, ended with a sync flush;
+ * the last one finishes the stream), by worker threads when there is more than one CPU. The
+ * concatenation is a single deflate stream inside one gzip member whose header has no name and
+ * MTIME 0. The bytes depend only on the input, the level and zlib, never on how many threads
+ * ran, so equal trees give equal blobs on any machine with the same zlib.
+ */
+#define GZ_BLOCK ((size_t)256 << 10)
+#define GZ_DICT ((size_t)32 << 10)
+#define GZ_MAX_WORKERS 8
+
+enum { SLOT_FREE = 0, SLOT_FILLING, SLOT_READY, SLOT_BUSY, SLOT_DONE };
+
+typedef struct gz_slot {
+	unsigned char *in; /* GZ_DICT bytes of dictionary space, then the block */
+	size_t dict_len;
+	size_t in_len;
+	unsigned char *out;
+	size_t out_cap;
+	size_t out_len;
+	uLong crc;
+	bool last;
+	bool failed;
+	int state;
+} gz_slot;
+
+typedef struct gz_par {
+	int level;
+	size_t n_workers; /* 0: compress in the caller's thread */
+	pthread_t threads[GZ_MAX_WORKERS];
+	z_stream inline_z;
+	bool inline_ready;
+	gz_slot *slots;
+	size_t n_slots;
+	uint64_t seq_fill;  /* the block being filled */
+	uint64_t seq_ready; /* blocks below this are submitted */
+	uint64_t seq_take;  /* next block a worker takes */
+	uint64_t seq_write; /* next block to write out */
+	pthread_mutex_t mu;
+	pthread_cond_t cv_work;
+	pthread_cond_t cv_done;
+	bool quit;
+	bool header_done;
+	uLong crc;
+	uint64_t isize;
+} gz_par;
+
+/* CPUs this thread may run on (taskset, cpusets), at least 1. */
+static int cpu_count(void)
+{
+	cpu_set_t set;
+	if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+		return CPU_COUNT(&set);
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+/* Deflate one block; false on a zlib failure. */
+static bool gz_block(z_stream *z, gz_slot *sl)
+{
+	if (deflateReset(z) != Z_OK)
+		return false;
+	if (sl->dict_len &&
+	    deflateSetDictionary(z, sl->in + GZ_DICT - sl->dict_len, (uInt)sl->dict_len) != Z_OK)
+		return false;
+	size_t need = deflateBound(z, sl->in_len) + 64;
+	if (sl->out_cap < need) {
+		free(sl->out);
+		sl->out = sw_xmalloc(need);
+		sl->out_cap = need;
+	}
+	z->next_in = sl->in + GZ_DICT;
+	z->avail_in = (uInt)sl->in_len;
+	sl->out_len = 0;
+	for (;;) {
+		z->next_out = sl->out + sl->out_len;
+		z->avail_out = (uInt)(sl->out_cap - sl->out_len);
+		int r = deflate(z, sl->last ? Z_FINISH : Z_SYNC_FLUSH);
+		sl->out_len = sl->out_cap - z->avail_out;
+		if (r == Z_STREAM_ERROR)
+			return false;
+		if (sl->last ? r == Z_STREAM_END : (z->avail_in == 0 && z->avail_out > 0))
+			break;
+		sl->out_cap *= 2;
+		sl->out = sw_xrealloc(sl->out, sl->out_cap);
+	}
+	sl->crc = crc32(0L, sl->in + GZ_DICT, (uInt)sl->in_len);
+	return true;
+}
+
+static int gz_init_raw(z_stream *z, int level)
+{
+	memset(z, 0, sizeof(*z));
+	return deflateInit2(z, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY);
+}
+
+static void *gz_worker(void *payload)
+{
+	gz_par *p = payload;
+	z_stream z;
+	bool ok = gz_init_raw(&z, p->level) == Z_OK;
+	pthread_mutex_lock(&p->mu);
+	for (;;) {
+		while (!p->quit && p->seq_take >= p->seq_ready)
+			pthread_cond_wait(&p->cv_work, &p->mu);
+		if (p->quit)
+			break;
+		gz_slot *sl = &p->slots[p->seq_take++ % p->n_slots];
+		sl->state = SLOT_BUSY;
+		pthread_mutex_unlock(&p->mu);
+		bool done = ok && gz_block(&z, sl);
+		pthread_mutex_lock(&p->mu);
+		sl->failed = !done;
+		sl->state = SLOT_DONE;
+		pthread_cond_broadcast(&p->cv_done);
+	}
+	pthread_mutex_unlock(&p->mu);
+	if (ok)
+		deflateEnd(&z);
+	return NULL;
+}
+
+static void gz_par_free(gz_par *p)
+{
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->mu);
+	p->quit = true;
+	pthread_cond_broadcast(&p->cv_work);
+	pthread_mutex_unlock(&p->mu);
+	for (size_t i = 0; i < p->n_workers; i++)
+		pthread_join(p->threads[i], NULL);
+	if (p->inline_ready)
+		deflateEnd(&p->inline_z);
+	for (size_t i = 0; i < p->n_slots; i++) {
+		free(p->slots[i].in);
+		free(p->slots[i].out);
+	}
+	free(p->slots);
+	pthread_mutex_destroy(&p->mu);
+	pthread_cond_destroy(&p->cv_work);
+	pthread_cond_destroy(&p->cv_done);
+	free(p);
+}
+
+static gz_par *gz_par_new(int level)
+{
+	gz_par *p = sw_xcalloc(1, sizeof(*p));
+	p->level = level;
+	pthread_mutex_init(&p->mu, NULL);
+	pthread_cond_init(&p->cv_work, NULL);
+	pthread_cond_init(&p->cv_done, NULL);
+	int cpus = cpu_count();
+	size_t want = cpus > 1 ? (size_t)cpus : 0;
+	if (want > GZ_MAX_WORKERS)
+		want = GZ_MAX_WORKERS;
+	p->n_slots = want ? 2 * want + 2 : 1;
+	p->slots = sw_xcalloc(p->n_slots, sizeof(*p->slots));
+	for (size_t i = 0; i < p->n_slots; i++)
+		p->slots[i].in = sw_xmalloc(GZ_DICT + GZ_BLOCK);
+	for (size_t i = 0; i < want; i++) {
+		if (pthread_create(&p->threads[i], NULL, gz_worker, p) != 0)
+			break;
+		p->n_workers++;
+	}
+	if (p->n_workers == 0) {
+		if (gz_init_raw(&p->inline_z, level) != Z_OK) {
+			gz_par_free(p);
+			return NULL;
+		}
+		p->inline_ready = true;
+	}
+	p->slots[0].state = SLOT_FILLING;
+	return p;
+}
+
 /* ---------------------------------------------------------------- the output pipeline */
 
 /*
@@ -116,8 +296,7 @@ typedef struct layer_sink {
 	sw_oci_compression comp;
 	sw_oci_hasher *tar_hash;
 	int64_t tar_size;
-	z_stream z;
-	bool z_ready;
+	gz_par *gz;
 	ZSTD_CCtx *zc;
 	unsigned char *out;
 	size_t out_len;
@@ -134,37 +313,133 @@ static int sink_flush(layer_sink *s)
 	return r;
 }
 
+/* Queue compressed (or plain) bytes for the blob writer. */
+static int sink_out(layer_sink *s, const void *data, size_t len)
+{
+	if (len >= SW_OCI__LAYER_BUF) {
+		if (sink_flush(s) < 0)
+			return -1;
+		return sw_oci_blob_writer_write(s->w, data, len, &s->err) < 0 ? -1 : 0;
+	}
+	if (s->out_len + len > SW_OCI__LAYER_BUF && sink_flush(s) < 0)
+		return -1;
+	memcpy(s->out + s->out_len, data, len);
+	s->out_len += len;
+	return 0;
+}
+
+/* Write finished blocks out in order; with `wait`, until block `upto` (excluded) is out. */
+static int gz_drain(layer_sink *s, uint64_t upto, bool wait)
+{
+	gz_par *p = s->gz;
+	pthread_mutex_lock(&p->mu);
+	while (p->seq_write < upto) {
+		gz_slot *sl = &p->slots[p->seq_write % p->n_slots];
+		if (sl->state != SLOT_DONE) {
+			if (!wait)
+				break;
+			pthread_cond_wait(&p->cv_done, &p->mu);
+			continue;
+		}
+		pthread_mutex_unlock(&p->mu);
+		if (sl->failed) {
+			sw_error_set(&s->err, SW_ERR_GENERIC, "gzip compression failed");
+			return -1;
+		}
+		if (!p->header_done) {
+			/* magic, deflate, no flags, MTIME 0, no extra flags, OS unix */
+			static const unsigned char hdr[10] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 3 };
+			if (sink_out(s, hdr, sizeof(hdr)) < 0)
+				return -1;
+			p->header_done = true;
+		}
+		if (sink_out(s, sl->out, sl->out_len) < 0)
+			return -1;
+		p->crc = crc32_combine(p->crc, sl->crc, (z_off_t)sl->in_len);
+		p->isize += sl->in_len;
+		pthread_mutex_lock(&p->mu);
+		sl->state = SLOT_FREE;
+		p->seq_write++;
+	}
+	pthread_mutex_unlock(&p->mu);
+	return 0;
+}
+
+/* Hand the block being filled to the workers and start the next one. */
+static int gz_submit(layer_sink *s, bool last)
+{
+	gz_par *p = s->gz;
+	gz_slot *sl = &p->slots[p->seq_fill % p->n_slots];
+	sl->last = last;
+	if (p->n_workers == 0) {
+		sl->failed = !gz_block(&p->inline_z, sl);
+		sl->state = SLOT_DONE;
+		p->seq_ready = p->seq_fill + 1;
+	} else {
+		pthread_mutex_lock(&p->mu);
+		sl->state = SLOT_READY;
+		p->seq_ready = p->seq_fill + 1;
+		pthread_cond_signal(&p->cv_work);
+		pthread_mutex_unlock(&p->mu);
+	}
+	if (last)
+		return gz_drain(s, p->seq_ready, true);
+	uint64_t next = ++p->seq_fill;
+	/* the slot of `next` was last used by block next - n_slots: have it written first */
+	if (next >= p->n_slots && gz_drain(s, next - p->n_slots + 1, true) < 0)
+		return -1;
+	if (gz_drain(s, p->seq_ready, false) < 0)
+		return -1;
+	/* the next block's dictionary: the end of this one (the same slot when there is one) */
+	gz_slot *ns = &p->slots[next % p->n_slots];
+	size_t dict = sl->in_len < GZ_DICT ? sl->in_len : GZ_DICT;
+	memmove(ns->in + GZ_DICT - dict, sl->in + GZ_DICT + sl->in_len - dict, dict);
+	ns->dict_len = dict;
+	ns->in_len = 0;
+	ns->state = SLOT_FILLING;
+	return 0;
+}
+
+static int gz_feed(layer_sink *s, const unsigned char *data, size_t len)
+{
+	gz_par *p = s->gz;
+	while (len > 0) {
+		gz_slot *sl = &p->slots[p->seq_fill % p->n_slots];
+		size_t n = GZ_BLOCK - sl->in_len;
+		if (n > len)
+			n = len;
+		memcpy(sl->in + GZ_DICT + sl->in_len, data, n);
+		sl->in_len += n;
+		data += n;
+		len -= n;
+		if (sl->in_len == GZ_BLOCK && gz_submit(s, false) < 0)
+			return -1;
+	}
+	return 0;
+}
+
+static int gz_finish(layer_sink *s)
+{
+	if (gz_submit(s, true) < 0)
+		return -1;
+	unsigned char trailer[8];
+	uint32_t crc = (uint32_t)s->gz->crc, isize = (uint32_t)s->gz->isize;
+	for (int i = 0; i < 4; i++) {
+		trailer[i] = (unsigned char)(crc >> (8 * i));
+		trailer[4 + i] = (unsigned char)(isize >> (8 * i));
+	}
+	return sink_out(s, trailer, sizeof(trailer));
+}
+
 static int sink_feed(layer_sink *s, const void *data, size_t len, bool finish)
 {
 	switch (s->comp) {
 	case SW_OCI_COMPRESS_NONE:
-		if (len >= SW_OCI__LAYER_BUF) {
-			if (sink_flush(s) < 0)
-				return -1;
-			return sw_oci_blob_writer_write(s->w, data, len, &s->err) < 0 ? -1 : 0;
-		}
-		if (s->out_len + len > SW_OCI__LAYER_BUF && sink_flush(s) < 0)
-			return -1;
-		memcpy(s->out + s->out_len, data, len);
-		s->out_len += len;
-		return 0;
+		return sink_out(s, data, len);
 	case SW_OCI_COMPRESS_GZIP:
-		s->z.next_in = (Bytef *)(uintptr_t)data;
-		s->z.avail_in = (uInt)len;
-		for (;;) {
-			s->z.next_out = s->out + s->out_len;
-			s->z.avail_out = (uInt)(SW_OCI__LAYER_BUF - s->out_len);
-			int zr = deflate(&s->z, finish ? Z_FINISH : Z_NO_FLUSH);
-			s->out_len = SW_OCI__LAYER_BUF - s->z.avail_out;
-			if (zr == Z_STREAM_ERROR) {
-				sw_error_set(&s->err, SW_ERR_GENERIC, "gzip compression failed");
-				return -1;
-			}
-			if (s->out_len == SW_OCI__LAYER_BUF && sink_flush(s) < 0)
-				return -1;
-			if (finish ? zr == Z_STREAM_END : (s->z.avail_in == 0 && s->z.avail_out > 0))
-				return 0;
-		}
+		if (gz_feed(s, data, len) < 0)
+			return -1;
+		return finish ? gz_finish(s) : 0;
 	case SW_OCI_COMPRESS_ZSTD: {
 		ZSTD_inBuffer in = { data, len, 0 };
 		for (;;) {
@@ -201,8 +476,7 @@ static la_ssize_t sink_write_cb(struct archive *a, void *payload, const void *bu
 static void sink_clear(layer_sink *s)
 {
 	sw_oci_hasher_free(s->tar_hash);
-	if (s->z_ready)
-		deflateEnd(&s->z);
+	gz_par_free(s->gz);
 	ZSTD_freeCCtx(s->zc);
 	free(s->out);
 	sw_oci_blob_writer_abort(s->w);
@@ -225,13 +499,11 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 		else if (level < 1 || level > 9)
 			return sw_error_set(err, SW_ERR_INVALID,
 					    "gzip level %d is out of range (1-9)", level);
-		/* windowBits 15 + 16: a gzip wrapper with zlib's default header, which has no
-		 * name, no comment and MTIME 0, so equal trees give equal blobs */
-		if (deflateInit2(&s->z, level, Z_DEFLATED, 15 + 16, 8, Z_DEFAULT_STRATEGY) != Z_OK)
+		s->gz = gz_par_new(level);
+		if (!s->gz)
 			return sw_error_set(err, SW_ERR_GENERIC, "cannot start gzip compression");
-		s->z_ready = true;
 		break;
-	case SW_OCI_COMPRESS_ZSTD:
+	case SW_OCI_COMPRESS_ZSTD: {
 		if (level == 0)
 			level = ZSTD_CLEVEL_DEFAULT;
 		else if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
@@ -243,7 +515,13 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 			abort();
 		ZSTD_CCtx_setParameter(s->zc, ZSTD_c_compressionLevel, level);
 		ZSTD_CCtx_setParameter(s->zc, ZSTD_c_checksumFlag, 1);
+		/* libzstd's own workers; its output is the same for any count >= 1 */
+		int cpus = cpu_count();
+		int workers = cpus > 8 ? 8 : cpus;
+		if (ZSTD_isError(ZSTD_CCtx_setParameter(s->zc, ZSTD_c_nbWorkers, workers)))
+			SW_LOG(SW_LOG_DEBUG, "layer: libzstd without threads, compressing in one");
 		break;
+	}
 	default:
 		return sw_error_set(err, SW_ERR_INVALID, "unknown layer compression %d",
 				    (int)s->comp);

@@ -21,16 +21,16 @@
 #include <sys/stat.h>
 
 #define REG_MAX_ERROR_BODY ((size_t)64 << 10)
-#define REG_DOWNLOAD_ATTEMPTS 5
+#define REG_DOWNLOAD_STALLS 5    /* download attempts in a row that bring no new byte */
+#define REG_DOWNLOAD_ATTEMPTS 20 /* download attempts in all */
 #define REG_UPLOAD_SESSIONS 3
 #define REG_PUSH_WORKERS 3
 #define REG_PENDING_MAX ((size_t)64 << 10)
 #define REG_DEFAULT_CHUNK ((size_t)16 << 20)
 #define REG_COPY_BUF ((size_t)1 << 20)
 
-static const char accept_manifests[] =
-	"Accept: " SW_OCI_MT_MANIFEST ", " SW_OCI_MT_INDEX ", " SW_DOCKER_MT_MANIFEST
-	", " SW_DOCKER_MT_LIST;
+static const char accept_manifests[] = "Accept: " SW_OCI_MT_MANIFEST ", " SW_OCI_MT_INDEX
+                                       ", " SW_DOCKER_MT_MANIFEST ", " SW_DOCKER_MT_LIST;
 
 static void reg_json_decrefp(json_t **j)
 {
@@ -41,8 +41,8 @@ static void reg_json_decrefp(json_t **j)
 
 struct sw_oci_registry {
 	char *host;
-	char *origin; /* "http://127.0.0.1:5000" */
-	char *base;   /* origin + "/v2/" */
+	char *origin;              /* "http://127.0.0.1:5000" */
+	char *base;                /* origin + "/v2/" */
 	sw_oci_registry_opts opts; /* deep copy: the strings below are ours */
 	sw_oci_credentials *creds;
 	char **insecure;
@@ -74,12 +74,12 @@ static char *dup_or_null(const char *s)
 }
 
 int sw_oci_registry_new(sw_oci_registry **out, const char *host, const sw_oci_registry_opts *opts,
-			sw_error **err)
+                        sw_error **err)
 {
 	*out = NULL;
 	if (!host || !host[0] || strpbrk(host, "/?#@ \t\r\n"))
 		return sw_error_set(err, SW_ERR_INVALID, "registry host '%s': expected HOST[:PORT]",
-				    host ? host : "");
+		                    host ? host : "");
 	sw_oci_registry *r = sw_xcalloc(1, sizeof(*r));
 	pthread_mutex_init(&r->lock, NULL);
 	r->host = sw_xstrdup(host);
@@ -228,8 +228,7 @@ static char *registry_errors(const sw_http_response *resp)
 	sw_buf b = SW_BUF_INIT(4096);
 	size_t i;
 	json_t *e;
-	json_array_foreach(errs, i, e)
-	{
+	json_array_foreach (errs, i, e) {
 		if (i >= 3)
 			break;
 		const char *code = json_string_value(json_object_get(e, "code"));
@@ -237,7 +236,7 @@ static char *registry_errors(const sw_http_response *resp)
 		if (!code && !msg)
 			continue;
 		if (sw_buf_printf(&b, NULL, "%s%.64s%s%.200s", i ? "; " : ": ", code ? code : "",
-				  code && msg ? ": " : "", msg ? msg : "") < 0)
+		                  code && msg ? ": " : "", msg ? msg : "") < 0)
 			break;
 	}
 	return sw_buf_steal(&b, NULL);
@@ -245,7 +244,7 @@ static char *registry_errors(const sw_http_response *resp)
 
 /* An error for an unexpected HTTP answer: "CTX: HTTP 503 after 5 attempts: CODE: msg". */
 static int http_fail(sw_error **err, const sw_http_response *resp, const char *fmt, ...)
-	SW_PRINTF(3, 4);
+        SW_PRINTF(3, 4);
 static int http_fail(sw_error **err, const sw_http_response *resp, const char *fmt, ...)
 {
 	va_list ap;
@@ -254,13 +253,14 @@ static int http_fail(sw_error **err, const sw_http_response *resp, const char *f
 	va_end(ap);
 	cleanup_free char *detail = registry_errors(resp);
 	cleanup_free char *tries = resp->attempts > 1
-					   ? sw_xasprintf(" after %d attempts", resp->attempts)
-					   : sw_xstrdup("");
+	                                   ? sw_xasprintf(" after %d attempts", resp->attempts)
+	                                   : sw_xstrdup("");
 	return sw_error_lib(err, code_for_status(resp->status), SW_ERRSRC_HTTP, (int)resp->status,
-			    "%s: HTTP %ld%s%s", ctx, resp->status, tries, detail);
+	                    "%s: HTTP %ld%s%s", ctx, resp->status, tries, detail);
 }
 
-static void backoff_sleep(const sw_oci_registry *r, int attempt)
+/* Wait before another attempt: Retry-After when the server gave one (>= 0), else backoff. */
+static void backoff_sleep(const sw_oci_registry *r, int attempt, long retry_after_ms)
 {
 	long base = r->opts.http.backoff_base_ms > 0 ? r->opts.http.backoff_base_ms : 200;
 	long max = r->opts.http.backoff_max_ms > 0 ? r->opts.http.backoff_max_ms : 10000;
@@ -270,6 +270,8 @@ static void backoff_sleep(const sw_oci_registry *r, int attempt)
 	if (ms > max)
 		ms = max;
 	ms = ms / 2 + (long)((unsigned long)random() % (unsigned long)(ms / 2 + 1));
+	if (retry_after_ms >= 0)
+		ms = retry_after_ms < max ? retry_after_ms : max;
 	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
 	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 		;
@@ -278,9 +280,9 @@ static void backoff_sleep(const sw_oci_registry *r, int attempt)
 /* ---------------------------------------------------------------- requests with auth */
 
 typedef struct reg_call {
-	sw_http_request req;        /* without Authorization */
-	const char *scope;          /* "repository:team/app:pull[,push][ repository:x:pull]" */
-	const char *repo;           /* for messages */
+	sw_http_request req;           /* without Authorization */
+	const char *scope;             /* "repository:team/app:pull[,push][ repository:x:pull]" */
+	const char *repo;              /* for messages */
 	int (*restart)(void *payload); /* before a request is sent again after a 401 */
 	void *restart_payload;
 	bool keep_failed; /* keep the response (headers of a cut answer) when no answer came */
@@ -292,7 +294,7 @@ typedef struct reg_call {
  * response for every other status.
  */
 static int reg_do(sw_http_response *out, sw_oci_registry *r, sw_http_client *http,
-		  const reg_call *call, sw_error **err)
+                  const reg_call *call, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	bool mine = same_origin(r, call->req.url);
@@ -304,15 +306,15 @@ static int reg_do(sw_http_response *out, sw_oci_registry *r, sw_http_client *htt
 		int rc = 0;
 		if (mine)
 			rc = sw_oci__auth_header(&authz, &fresh, r->auth, http, call->scope, extra,
-						 attempt > 0, &token_reqs, err);
+			                         attempt > 0, &token_reqs, err);
 		if (token_reqs)
 			stat_add(r, &r->stats.requests, token_reqs);
 		if (rc < 0)
 			return rc;
 		if (attempt > 0 && call->restart && call->restart(call->restart_payload) < 0)
-			return sw_error_set(err, SW_ERR_GENERIC,
-					    "%s %s: cannot send the request body again",
-					    call->req.method ? call->req.method : "GET", call->req.url);
+			return sw_error_set(
+			        err, SW_ERR_GENERIC, "%s %s: cannot send the request body again",
+			        call->req.method ? call->req.method : "GET", call->req.url);
 		size_t nh = 0;
 		while (call->req.headers && call->req.headers[nh])
 			nh++;
@@ -344,23 +346,24 @@ static int reg_do(sw_http_response *out, sw_oci_registry *r, sw_http_client *htt
 				sw_http_response_free(out);
 				if (!have)
 					return sw_error_lib(
-						err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
-						"%s: authentication required for repository %s (HTTP "
-						"%ld)%s: no credentials found for this registry (docker "
-						"config or slipway's own)",
-						r->host, call->repo, st, d);
-				return sw_error_lib(err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
-						    "%s: authentication failed for repository %s (HTTP "
-						    "%ld)%s: check the credentials for this registry",
-						    r->host, call->repo, st, d);
+					        err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
+					        "%s: authentication required for repository %s (HTTP "
+					        "%ld)%s: no credentials found for this registry (docker "
+					        "config or slipway's own)",
+					        r->host, call->repo, st, d);
+				return sw_error_lib(
+				        err, SW_ERR_AUTH, SW_ERRSRC_HTTP, (int)st,
+				        "%s: authentication failed for repository %s (HTTP "
+				        "%ld)%s: check the credentials for this registry",
+				        r->host, call->repo, st, d);
 			}
 			const char *www = sw_http_response_header(out, "WWW-Authenticate");
 			if (!www) {
 				sw_http_response_free(out);
 				return sw_error_lib(err, SW_ERR_AUTH, SW_ERRSRC_HTTP, 401,
-						    "%s: HTTP 401 for repository %s without a "
-						    "WWW-Authenticate challenge",
-						    r->host, call->repo);
+				                    "%s: HTTP 401 for repository %s without a "
+				                    "WWW-Authenticate challenge",
+				                    r->host, call->repo);
 			}
 			free(extra);
 			extra = NULL;
@@ -374,8 +377,8 @@ static int reg_do(sw_http_response *out, sw_oci_registry *r, sw_http_client *htt
 			cleanup_free char *d = registry_errors(out);
 			sw_http_response_free(out);
 			return sw_error_lib(err, SW_ERR_AUTH, SW_ERRSRC_HTTP, 403,
-					    "%s: access to repository %s denied (HTTP 403)%s", r->host,
-					    call->repo, d);
+			                    "%s: access to repository %s denied (HTTP 403)%s",
+			                    r->host, call->repo, d);
 		}
 		return 0;
 	}
@@ -405,8 +408,8 @@ static char *content_type_of(const sw_http_response *resp)
  * NULL) and `expect_size` (-1: any), and parsed (manifest or index) for validation.
  */
 static int fetch_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_desc,
-			  sw_oci_registry *r, const char *repo, const char *reference,
-			  const sw_digest *expect, int64_t expect_size, sw_error **err)
+                          sw_oci_registry *r, const char *repo, const char *reference,
+                          const sw_digest *expect, int64_t expect_size, sw_error **err)
 {
 	*out = NULL;
 	memset(out_desc, 0, sizeof(*out_desc));
@@ -438,7 +441,8 @@ static int fetch_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_de
 	}
 	size_t len = 0;
 	cleanup_free char *ct = content_type_of(&resp);
-	cleanup_free char *dcd = dup_or_null(sw_http_response_header(&resp, "Docker-Content-Digest"));
+	cleanup_free char *dcd =
+	        dup_or_null(sw_http_response_header(&resp, "Docker-Content-Digest"));
 	cleanup_free char *buf = sw_buf_steal(&resp.body, &len);
 	sw_http_response_free(&resp);
 
@@ -449,28 +453,31 @@ static int fetch_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_de
 		if (sw_oci_digest_parse(&claimed, dcd, err) < 0)
 			return sw_error_wrap(err, "manifest %s: Docker-Content-Digest", reference);
 		if (!sw_oci_digest_eq(&claimed, &got))
-			return sw_error_set(err, SW_ERR_INVALID,
-					    "manifest %s: the registry says its digest is %s but the "
-					    "content received hashes to %s",
-					    reference, claimed.s, got.s);
+			return sw_error_set(
+			        err, SW_ERR_INVALID,
+			        "manifest %s: the registry says its digest is %s but the "
+			        "content received hashes to %s",
+			        reference, claimed.s, got.s);
 	}
 	if (expect && sw_oci_digest_is_set(expect) && !sw_oci_digest_eq(expect, &got))
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "manifest %s: content received hashes to %s, not the digest asked "
-				    "for",
-				    reference, got.s);
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "manifest %s: content received hashes to %s, not the digest asked "
+		        "for",
+		        reference, got.s);
 	if (expect_size >= 0 && (int64_t)len != expect_size)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "manifest %s: %zu bytes received, the index says %lld", reference,
-				    len, (long long)expect_size);
+		                    "manifest %s: %zu bytes received, the index says %lld",
+		                    reference, len, (long long)expect_size);
 	const char *mt = sw_oci_media_type_sniff(buf, len);
 	if (!mt && ct && (sw_oci_media_type_is_index(ct) || sw_oci_media_type_is_manifest(ct)))
 		mt = ct;
 	if (!mt)
-		return sw_error_set(err, SW_ERR_INVALID,
-				    "manifest %s: unsupported media type '%s' (slipway reads OCI and "
-				    "Docker schema 2 manifests and indexes)",
-				    reference, ct ? ct : "none");
+		return sw_error_set(
+		        err, SW_ERR_INVALID,
+		        "manifest %s: unsupported media type '%s' (slipway reads OCI and "
+		        "Docker schema 2 manifests and indexes)",
+		        reference, ct ? ct : "none");
 	if (sw_oci_media_type_is_index(mt)) {
 		sw_oci_index ix;
 		if (sw_oci_index_parse(&ix, buf, len, NULL, err) < 0)
@@ -491,13 +498,13 @@ static int fetch_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_de
 }
 
 int sw_oci_registry_get_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_desc,
-				 sw_oci_registry *r, const sw_oci_ref *ref, sw_error **err)
+                                 sw_oci_registry *r, const sw_oci_ref *ref, sw_error **err)
 {
 	const char *reference = sw_oci_digest_is_set(&ref->digest) ? ref->digest.s : ref->tag;
 	if (!reference)
 		return sw_error_set(err, SW_ERR_INVALID, "reference without tag or digest");
 	if (fetch_manifest(out, out_len, out_desc, r, ref->repository, reference, &ref->digest, -1,
-			   err) < 0) {
+	                   err) < 0) {
 		cleanup_free char *m = ref_msg(r, ref);
 		return sw_error_wrap(err, "get %s", m);
 	}
@@ -511,7 +518,7 @@ typedef struct dl_ctx {
 	sw_oci_store *s;
 	sw_oci_blob_writer *w;
 	int64_t expected;
-	int side_fd;     /* a resumed attempt's body goes here until its status is known */
+	int side_fd; /* a resumed attempt's body goes here until its status is known */
 	int64_t side_len;
 	bool to_side;
 	sw_buf pending; /* the first bytes of an attempt, held until its status is known */
@@ -526,8 +533,8 @@ static int dl_sink(dl_ctx *c, const void *data, size_t len)
 	if (c->to_side) {
 		if (c->side_len + (int64_t)len > c->expected) {
 			sw_error_set(&c->fatal, SW_ERR_INVALID,
-				     "the registry sent more than the %lld bytes of the descriptor",
-				     (long long)c->expected);
+			             "the registry sent more than the %lld bytes of the descriptor",
+			             (long long)c->expected);
 			return SW_ERR_INVALID;
 		}
 		sw_error *e = NULL;
@@ -539,8 +546,8 @@ static int dl_sink(dl_ctx *c, const void *data, size_t len)
 	} else {
 		if (sw_oci_blob_writer_size(c->w) + (int64_t)len > c->expected) {
 			sw_error_set(&c->fatal, SW_ERR_INVALID,
-				     "the registry sent more than the %lld bytes of the descriptor",
-				     (long long)c->expected);
+			             "the registry sent more than the %lld bytes of the descriptor",
+			             (long long)c->expected);
 			return SW_ERR_INVALID;
 		}
 		if (sw_oci_blob_writer_write(c->w, data, len, &c->fatal) < 0)
@@ -594,16 +601,16 @@ static int dl_side_to_writer(dl_ctx *c, sw_error **err)
 	int64_t left = c->side_len;
 	while (left > 0) {
 		ssize_t n = read(c->side_fd, buf,
-				 left < (int64_t)REG_COPY_BUF ? (size_t)left : REG_COPY_BUF);
+		                 left < (int64_t)REG_COPY_BUF ? (size_t)left : REG_COPY_BUF);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0)
 			return sw_error_os(err, n < 0 ? errno : EIO, "resumed download: read");
 		if (sw_oci_blob_writer_size(c->w) + n > c->expected)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "the registry sent more than the %lld bytes of the "
-					    "descriptor",
-					    (long long)c->expected);
+			                    "the registry sent more than the %lld bytes of the "
+			                    "descriptor",
+			                    (long long)c->expected);
 		if (sw_oci_blob_writer_write(c->w, buf, (size_t)n, err) < 0)
 			return sw_error_code_of(*err);
 		left -= n;
@@ -670,7 +677,7 @@ static long cut_answer_status(const sw_http_response *resp, int64_t expected, in
 
 /* Download one blob into the store, verified; resumed or restarted when interrupted. */
 static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store *s,
-			 const char *repo, const sw_oci_descriptor *desc, sw_error **err)
+                         const char *repo, const sw_oci_descriptor *desc, sw_error **err)
 {
 	cleanup_free char *url = sw_xasprintf("%s%s/blobs/%s", r->base, repo, desc->digest.s);
 	cleanup_free char *scope = scope_for(repo, false, NULL);
@@ -685,6 +692,7 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 	sw_error *last = NULL;
 	if ((rc = sw_oci_store_blob_begin(&c.w, s, err)) < 0)
 		goto out;
+	int stalls = 0;
 	for (int attempt = 1;; attempt++) {
 		int64_t offset = sw_oci_blob_writer_size(c.w);
 		if (offset == c.expected && attempt > 1)
@@ -694,9 +702,8 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		sw_buf_reset(&c.pending);
 		if (c.to_side && c.side_fd < 0 && (rc = open_side_file(&c.side_fd, s, err)) < 0)
 			goto out;
-		cleanup_free char *range = offset > 0
-						   ? sw_xasprintf("Range: bytes=%lld-", (long long)offset)
-						   : NULL;
+		cleanup_free char *range =
+		        offset > 0 ? sw_xasprintf("Range: bytes=%lld-", (long long)offset) : NULL;
 		const char *hdrs[] = { range, NULL };
 		reg_call call;
 		memset(&call, 0, sizeof(call));
@@ -713,6 +720,7 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		call.restart_payload = &c;
 		call.keep_failed = true;
 		sw_http_response resp;
+		long retry_after = -1;
 		sw_error_clear(&last);
 		rc = reg_do(&resp, r, http, &call, &last);
 		if (c.fatal) {
@@ -733,8 +741,8 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		if (c.to_side) {
 			/* where the body started decides what to do with it */
 			int64_t start = st == 206 ? content_range_start(sw_http_response_header(
-							    &resp, "Content-Range"))
-						  : -1;
+			                                    &resp, "Content-Range"))
+			                          : -1;
 			int r2 = 0;
 			if (st == 206 && start == offset) {
 				r2 = dl_side_to_writer(&c, err);
@@ -771,21 +779,25 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		sw_buf_reset(&c.pending);
 		if (rc == 0 && !ok) {
 			bool retryable = st == 408 || st == 429 || st >= 500;
-			if (!retryable || attempt >= REG_DOWNLOAD_ATTEMPTS) {
+			if (!retryable) {
 				rc = http_fail(err, &resp, "GET blob");
 				sw_http_response_free(&resp);
 				goto out;
 			}
 			http_fail(&last, &resp, "GET blob");
+			retry_after = sw_http_retry_after_ms(
+			        sw_http_response_header(&resp, "Retry-After"));
 		}
 		sw_http_response_free(&resp);
 		int64_t have = sw_oci_blob_writer_size(c.w);
 		if (rc == 0 && ok && have == c.expected)
 			break;
 		if (rc == 0 && ok)
-			sw_error_set(&last, SW_ERR_GENERIC, "the answer ended after %lld of %lld bytes",
-				     (long long)have, (long long)c.expected);
-		if (attempt >= REG_DOWNLOAD_ATTEMPTS) {
+			sw_error_set(&last, SW_ERR_GENERIC,
+			             "the answer ended after %lld of %lld bytes", (long long)have,
+			             (long long)c.expected);
+		stalls = have > offset ? 0 : stalls + 1;
+		if (attempt >= REG_DOWNLOAD_ATTEMPTS || stalls >= REG_DOWNLOAD_STALLS) {
 			rc = err_take(err, &last);
 			rc = sw_error_wrap(err, "gave up after %d attempts", attempt);
 			goto out;
@@ -793,7 +805,7 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: blob %s: attempt %d: %s; again from byte %lld",
 		       r->host, repo, desc->digest.s, attempt, sw_error_msg(last), (long long)have);
 		rc = 0;
-		backoff_sleep(r, attempt);
+		backoff_sleep(r, stalls > 0 ? stalls : 1, retry_after);
 	}
 	sw_digest got;
 	int64_t size = 0;
@@ -815,17 +827,16 @@ out:
 	return 0;
 }
 
-int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
-			     const sw_oci_ref *ref, const sw_oci_descriptor *desc, size_t max,
-			     sw_error **err)
+int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r, const sw_oci_ref *ref,
+                             const sw_oci_descriptor *desc, size_t max, sw_error **err)
 {
 	*out = NULL;
 	if (desc->size < 0 || (uint64_t)desc->size > max)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "blob %s: %lld bytes is more than the %zu allowed", desc->digest.s,
-				    (long long)desc->size, max);
+		                    "blob %s: %lld bytes is more than the %zu allowed",
+		                    desc->digest.s, (long long)desc->size, max);
 	cleanup_free char *url =
-		sw_xasprintf("%s%s/blobs/%s", r->base, ref->repository, desc->digest.s);
+	        sw_xasprintf("%s%s/blobs/%s", r->base, ref->repository, desc->digest.s);
 	cleanup_free char *scope = scope_for(ref->repository, false, NULL);
 	reg_call call;
 	memset(&call, 0, sizeof(call));
@@ -852,8 +863,8 @@ int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
 	if ((int64_t)len != desc->size || !sw_oci_digest_eq(&got, &desc->digest)) {
 		free(buf);
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "blob %s: the registry sent %zu bytes hashing to %s", desc->digest.s,
-				    len, got.s);
+		                    "blob %s: the registry sent %zu bytes hashing to %s",
+		                    desc->digest.s, len, got.s);
 	}
 	stat_add(r, &r->stats.blobs_downloaded, 1);
 	stat_add(r, &r->stats.bytes_down, len);
@@ -866,7 +877,7 @@ int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
 /* ---------------------------------------------------------------- pull */
 
 static int pull_blob(sw_oci_registry *r, sw_oci_store *s, const char *repo,
-		     const sw_oci_descriptor *d, sw_error **err)
+                     const sw_oci_descriptor *d, sw_error **err)
 {
 	if (!sw_oci_store_has_blob(s, &d->digest)) {
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: download %s (%lld bytes)", r->host, repo, d->digest.s,
@@ -884,7 +895,7 @@ static int pull_blob(sw_oci_registry *r, sw_oci_store *s, const char *repo,
 }
 
 int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_store *s,
-			 const sw_oci_ref *ref, const sw_oci_platform *want, sw_error **err)
+                         const sw_oci_ref *ref, const sw_oci_platform *want, sw_error **err)
 {
 	memset(out, 0, sizeof(*out));
 	cleanup_free char *what = ref_msg(r, ref);
@@ -917,14 +928,14 @@ int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_stor
 		buf = NULL;
 		sw_oci_descriptor_clear(&desc);
 		rc = fetch_manifest(&buf, &len, &desc, r, repo, child.digest.s, &child.digest,
-				    child.size, err);
+		                    child.size, err);
 		sw_oci_descriptor_clear(&child);
 		if (rc < 0)
 			goto fail;
 		if (!sw_oci_media_type_is_manifest(desc.media_type)) {
 			rc = sw_error_set(err, SW_ERR_INVALID,
-					  "manifest %s of the index is a %s, not an image manifest",
-					  desc.digest.s, desc.media_type);
+			                  "manifest %s of the index is a %s, not an image manifest",
+			                  desc.digest.s, desc.media_type);
 			goto fail;
 		}
 	}
@@ -941,7 +952,7 @@ int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_stor
 		goto fail;
 	if (!sw_oci_digest_eq(&stored, &desc.digest)) {
 		rc = sw_error_set(err, SW_ERR_INVALID, "manifest stored as %s, expected %s",
-				  stored.s, desc.digest.s);
+		                  stored.s, desc.digest.s);
 		goto fail;
 	}
 	sw_oci_manifest_clear(&m);
@@ -1001,7 +1012,7 @@ typedef enum { BLOB_UPLOADED, BLOB_SKIPPED, BLOB_MOUNTED } blob_outcome;
 
 /* HEAD /v2/REPO/blobs/DIGEST: *out true when the registry has it. */
 static int blob_exists(bool *out, const push_ctx *p, sw_http_client *http,
-		       const sw_oci_descriptor *d, sw_error **err)
+                       const sw_oci_descriptor *d, sw_error **err)
 {
 	*out = false;
 	cleanup_free char *url = sw_xasprintf("%s%s/blobs/%s", p->r->base, p->repo, d->digest.s);
@@ -1028,8 +1039,8 @@ static int blob_exists(bool *out, const push_ctx *p, sw_http_client *http,
 
 /* POST an upload session (or a mount). *out_location NULL with *out_mounted on a 201 mount. */
 static int start_upload(char **out_location, bool *out_mounted, const push_ctx *p,
-			sw_http_client *http, const sw_oci_descriptor *d, const char *from,
-			sw_error **err)
+                        sw_http_client *http, const sw_oci_descriptor *d, const char *from,
+                        sw_error **err)
 {
 	*out_location = NULL;
 	*out_mounted = false;
@@ -1039,7 +1050,7 @@ static int start_upload(char **out_location, bool *out_mounted, const push_ctx *
 		cleanup_free char *dq = sw_url_escape(d->digest.s);
 		cleanup_free char *fq = sw_url_escape(from);
 		url = sw_xasprintf("%s%s/blobs/uploads/?mount=%s&from=%s", p->r->base, p->repo, dq,
-				   fq);
+		                   fq);
 		scope = scope_for(p->repo, true, from);
 	} else {
 		url = sw_xasprintf("%s%s/blobs/uploads/", p->r->base, p->repo);
@@ -1067,8 +1078,8 @@ static int start_upload(char **out_location, bool *out_mounted, const push_ctx *
 	const char *loc = sw_http_response_header(&resp, "Location");
 	if (resp.status != 202 || !loc || !loc[0]) {
 		rc = resp.status == 202 ? sw_error_set(err, SW_ERR_GENERIC,
-						       "POST upload: HTTP 202 without a Location")
-					: http_fail(err, &resp, "POST upload");
+		                                       "POST upload: HTTP 202 without a Location")
+		                        : http_fail(err, &resp, "POST upload");
 		sw_http_response_free(&resp);
 		return rc;
 	}
@@ -1079,22 +1090,22 @@ static int start_upload(char **out_location, bool *out_mounted, const push_ctx *
 
 /* Upload the blob's bytes into the session at *location (updated as the registry moves it). */
 static int send_blob(const push_ctx *p, sw_http_client *http, const sw_oci_descriptor *d, int fd,
-		     char **location, sw_error **err)
+                     char **location, sw_error **err)
 {
 	sw_oci_registry *r = p->r;
 	cleanup_free char *dq = sw_url_escape(d->digest.s);
 	cleanup_free char *dparam = sw_xasprintf("digest=%s", dq);
 	sw_http_response resp;
 	int rc;
-	if ((uint64_t)d->size > (uint64_t)r->opts.chunk_size &&
-	    (uint64_t)d->size > (uint64_t)r->opts.monolithic_max) {
+	if ((uint64_t)d->size > (uint64_t)r->opts.monolithic_max) {
 		/* chunked: PATCH each piece, following the Location each answer gives */
 		for (int64_t off = 0; off < d->size;) {
 			int64_t n = d->size - off;
 			if (n > (int64_t)r->opts.chunk_size)
 				n = (int64_t)r->opts.chunk_size;
-			cleanup_free char *cr = sw_xasprintf("Content-Range: %lld-%lld",
-							     (long long)off, (long long)(off + n - 1));
+			cleanup_free char *cr =
+			        sw_xasprintf("Content-Range: %lld-%lld", (long long)off,
+			                     (long long)(off + n - 1));
 			const char *hdrs[] = { "Content-Type: application/octet-stream", cr, NULL };
 			up_src src = { .fd = fd, .start = off, .len = n, .pos = 0 };
 			reg_call call;
@@ -1115,11 +1126,11 @@ static int send_blob(const push_ctx *p, sw_http_client *http, const sw_oci_descr
 			call.restart_payload = &src;
 			if ((rc = reg_do(&resp, r, http, &call, err)) < 0)
 				return sw_error_wrap(err, "PATCH bytes %lld-%lld", (long long)off,
-						     (long long)(off + n - 1));
+				                     (long long)(off + n - 1));
 			const char *loc = sw_http_response_header(&resp, "Location");
 			if (resp.status != 202) {
 				rc = http_fail(err, &resp, "PATCH bytes %lld-%lld", (long long)off,
-					       (long long)(off + n - 1));
+				               (long long)(off + n - 1));
 				sw_http_response_free(&resp);
 				return rc;
 			}
@@ -1179,7 +1190,7 @@ static int send_blob(const push_ctx *p, sw_http_client *http, const sw_oci_descr
 	const char *dcd = sw_http_response_header(&resp, "Docker-Content-Digest");
 	if (dcd && strncmp(dcd, "sha256:", 7) == 0 && strcmp(dcd, d->digest.s) != 0) {
 		rc = sw_error_set(err, SW_ERR_INVALID, "PUT: the registry stored the blob as %.80s",
-				  dcd);
+		                  dcd);
 		sw_http_response_free(&resp);
 		return rc;
 	}
@@ -1199,7 +1210,7 @@ static bool session_error_final(const sw_error *e)
 
 /* One blob: HEAD, mount, or upload (restarting the session a bounded number of times). */
 static int push_blob(blob_outcome *out, const push_ctx *p, sw_http_client *http,
-		     const sw_oci_descriptor *d, const char *from, sw_error **err)
+                     const sw_oci_descriptor *d, const char *from, sw_error **err)
 {
 	sw_oci_registry *r = p->r;
 	bool exists = false;
@@ -1215,13 +1226,21 @@ static int push_blob(blob_outcome *out, const push_ctx *p, sw_http_client *http,
 		return sw_error_wrap(err, "read from the store");
 	if (size != d->size)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "the store's file has %lld bytes, the descriptor says %lld",
-				    (long long)size, (long long)d->size);
+		                    "the store's file has %lld bytes, the descriptor says %lld",
+		                    (long long)size, (long long)d->size);
 	sw_error *last = NULL;
 	for (int session = 1;; session++) {
 		cleanup_free char *loc = NULL;
 		bool mounted = false;
-		int rc = start_upload(&loc, &mounted, p, http, d, session == 1 ? from : NULL, &last);
+		const char *mount = session == 1 ? from : NULL;
+		int rc = start_upload(&loc, &mounted, p, http, d, mount, &last);
+		if (rc == SW_ERR_AUTH && mount) {
+			/* no pull right on the other repository: upload instead */
+			SW_LOG(SW_LOG_DEBUG, "%s/%s: mount of %s from %s refused: %s", r->host,
+			       p->repo, d->digest.s, mount, sw_error_msg(last));
+			sw_error_clear(&last);
+			rc = start_upload(&loc, &mounted, p, http, d, NULL, &last);
+		}
 		if (rc == 0 && mounted) {
 			SW_LOG(SW_LOG_DEBUG, "%s/%s: mounted %s from %s", r->host, p->repo,
 			       d->digest.s, from);
@@ -1243,7 +1262,7 @@ static int push_blob(blob_outcome *out, const push_ctx *p, sw_http_client *http,
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: upload of %s failed (%s); new session", r->host,
 		       p->repo, d->digest.s, sw_error_msg(last));
 		sw_error_clear(&last);
-		backoff_sleep(r, session);
+		backoff_sleep(r, session, -1);
 	}
 }
 
@@ -1302,7 +1321,7 @@ static void *worker_main(void *arg)
 
 /* Push a set of blobs, up to REG_PUSH_WORKERS at once. Fails unless every one is confirmed. */
 static int push_blob_set(const push_ctx *p, const sw_oci_descriptor *const *descs, size_t n,
-			 sw_error **err)
+                         sw_error **err)
 {
 	sw_oci_registry *r = p->r;
 	if (n == 0)
@@ -1361,7 +1380,7 @@ static int push_blob_set(const push_ctx *p, const sw_oci_descriptor *const *desc
 	for (size_t i = 0; i < n; i++) {
 		if (rc == 0 && !jobs[i].done)
 			rc = sw_error_set(err, SW_ERR_GENERIC, "blob %s was not pushed",
-					  jobs[i].desc->digest.s);
+			                  jobs[i].desc->digest.s);
 		if (jobs[i].done && jobs[i].rc == 0) {
 			switch (jobs[i].outcome) {
 			case BLOB_UPLOADED:
@@ -1377,7 +1396,7 @@ static int push_blob_set(const push_ctx *p, const sw_oci_descriptor *const *desc
 			}
 			sw_error *e = NULL;
 			if (sw_oci_store_note_source(p->s, &jobs[i].desc->digest, r->host, p->repo,
-						     &e) < 0) {
+			                             &e) < 0) {
 				SW_LOG(SW_LOG_DEBUG, "note source: %s", sw_error_msg(e));
 				sw_error_free(e);
 			}
@@ -1393,7 +1412,7 @@ static int push_blob_set(const push_ctx *p, const sw_oci_descriptor *const *desc
 /* ---------------------------------------------------------------- push */
 
 static int put_manifest(const push_ctx *p, const char *reference, const char *media_type,
-			const char *buf, size_t len, const sw_digest *digest, sw_error **err)
+                        const char *buf, size_t len, const sw_digest *digest, sw_error **err)
 {
 	cleanup_free char *url = sw_xasprintf("%s%s/manifests/%s", p->r->base, p->repo, reference);
 	cleanup_free char *ct = sw_xasprintf("Content-Type: %s", media_type);
@@ -1420,7 +1439,8 @@ static int put_manifest(const push_ctx *p, const char *reference, const char *me
 	const char *dcd = sw_http_response_header(&resp, "Docker-Content-Digest");
 	if (dcd && strncmp(dcd, "sha256:", 7) == 0 && strcmp(dcd, digest->s) != 0) {
 		rc = sw_error_set(err, SW_ERR_INVALID,
-				  "put manifest %s: the registry stored it as %.80s", digest->s, dcd);
+		                  "put manifest %s: the registry stored it as %.80s", digest->s,
+		                  dcd);
 		sw_http_response_free(&resp);
 		return rc;
 	}
@@ -1429,12 +1449,12 @@ static int put_manifest(const push_ctx *p, const char *reference, const char *me
 }
 
 static int push_manifest_image(const push_ctx *p, const sw_oci_descriptor *desc,
-			       const char *reference, sw_error **err)
+                               const char *reference, sw_error **err)
 {
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	if (sw_oci_store_read_blob(&buf, &len, p->s, &desc->digest, SW_OCI_MAX_MANIFEST_BYTES,
-				   err) < 0)
+	                           err) < 0)
 		return sw_error_wrap(err, "manifest %s", desc->digest.s);
 	const char *mt = desc->media_type ? desc->media_type : sw_oci_media_type_sniff(buf, len);
 	if (!mt)
@@ -1464,22 +1484,23 @@ static int push_manifest_image(const push_ctx *p, const sw_oci_descriptor *desc,
 	free(descs);
 	if (rc == 0)
 		rc = put_manifest(p, reference ? reference : desc->digest.s, mt, buf, len,
-				  &desc->digest, err);
+		                  &desc->digest, err);
 	sw_oci_manifest_clear(&m);
 	return rc;
 }
 
 static int push_any(const push_ctx *p, const sw_oci_descriptor *desc, const char *reference,
-		    int depth, sw_error **err)
+                    int depth, sw_error **err)
 {
 	if (!desc->media_type || !sw_oci_media_type_is_index(desc->media_type))
 		return push_manifest_image(p, desc, reference, err);
 	if (depth > 2)
-		return sw_error_set(err, SW_ERR_INVALID, "index %s: nested too deep", desc->digest.s);
+		return sw_error_set(err, SW_ERR_INVALID, "index %s: nested too deep",
+		                    desc->digest.s);
 	cleanup_free char *buf = NULL;
 	size_t len = 0;
 	if (sw_oci_store_read_blob(&buf, &len, p->s, &desc->digest, SW_OCI_MAX_MANIFEST_BYTES,
-				   err) < 0)
+	                           err) < 0)
 		return sw_error_wrap(err, "index %s", desc->digest.s);
 	sw_oci_index ix;
 	if (sw_oci_index_parse(&ix, buf, len, NULL, err) < 0)
@@ -1489,30 +1510,30 @@ static int push_any(const push_ctx *p, const sw_oci_descriptor *desc, const char
 		const sw_oci_descriptor *c = &ix.manifests[i];
 		if (!sw_oci_store_has_blob(p->s, &c->digest)) {
 			rc = sw_error_set(err, SW_ERR_NOT_FOUND,
-					  "index %s: manifest %s is not in the store (was only one "
-					  "platform pulled?)",
-					  desc->digest.s, c->digest.s);
+			                  "index %s: manifest %s is not in the store (was only one "
+			                  "platform pulled?)",
+			                  desc->digest.s, c->digest.s);
 			break;
 		}
 		rc = push_any(p, c, NULL, depth + 1, err);
 	}
 	if (rc == 0)
 		rc = put_manifest(p, reference ? reference : desc->digest.s, desc->media_type, buf,
-				  len, &desc->digest, err);
+		                  len, &desc->digest, err);
 	sw_oci_index_clear(&ix);
 	return rc;
 }
 
 int sw_oci_registry_push(sw_oci_registry *r, sw_oci_store *s, const sw_oci_descriptor *desc,
-			 const sw_oci_ref *ref, sw_error **err)
+                         const sw_oci_ref *ref, sw_error **err)
 {
 	cleanup_free char *what = ref_msg(r, ref);
 	if (ref->tag == NULL && !sw_oci_digest_is_set(&ref->digest))
 		return sw_error_set(err, SW_ERR_INVALID, "push %s: no tag or digest", what);
 	if (sw_oci_digest_is_set(&ref->digest) && !sw_oci_digest_eq(&ref->digest, &desc->digest))
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "push %s: the image's digest is %s, not the one named", what,
-				    desc->digest.s);
+		                    "push %s: the image's digest is %s, not the one named", what,
+		                    desc->digest.s);
 	cleanup_free char *scope = scope_for(ref->repository, true, NULL);
 	push_ctx p = { .r = r, .s = s, .repo = ref->repository, .scope = scope };
 	if (push_any(&p, desc, ref->tag ? ref->tag : desc->digest.s, 0, err) < 0)

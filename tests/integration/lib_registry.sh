@@ -9,7 +9,20 @@
 # and JSON helpers (python3 standard library only). Ports are chosen free at start; a server
 # that loses the race for its port is started again on another.
 #
+# Main helpers (each documented where it is defined):
+#   sw_tmpdir                          $T, the cleanup trap; isolates SLIPWAY_STATE_DIR,
+#                                      DOCKER_CONFIG and skopeo's auth file inside $T
+#   start_registry plain | htpasswd USER PASS | token USER PASS [TOKENSERVER OPTIONS]
+#                                      exports REGISTRY=127.0.0.1:PORT (and TOKENSERVER)
+#   start_faultproxy [--rules JSON]    exports PROXY; proxy_faults, proxy_stats, proxy_count,
+#                                      proxy_reset
+#   run / run_ok / run_fails NAME CMD  capture $OUT, $ERR, $RC
+#   fail, assert_eq, assert_ne, assert_contains, assert_not_contains, assert_file_eq
+#   json_get, layout_digest, layout_image_blobs, layout_verify, summary_num,
+#   registry_manifest_code, registry_manifest_digest, registry_check_image, rootfs_tar
+#
 # Environment from ctest: SLIPWAY (the binary), SW_TEST_SRCDIR (repo root), SW_TEST_BINDIR.
+# By hand: SLIPWAY=build/slipway bash tests/integration/test_registry_roundtrip.sh
 # SW_TEST_KEEP=1 keeps $T for inspection.
 
 set -euo pipefail
@@ -84,6 +97,12 @@ run() {
 	set -e
 	OUT=$(cat "$T/$name.out")
 	ERR=$(cat "$T/$name.err")
+	# A sanitizer report fails the test whatever the exit status (ASan+UBSan builds).
+	case $ERR in
+	*"ERROR: AddressSanitizer"* | *"ERROR: LeakSanitizer"* | *"runtime error:"*)
+		fail "'$*' hit a sanitizer: $ERR"
+		;;
+	esac
 }
 
 # run_ok NAME CMD...: as run, and fail the test (showing stderr) unless CMD exits 0.
@@ -148,6 +167,7 @@ sw_cleanup() {
 sw_tmpdir() {
 	T=$(mktemp -d "${TMPDIR:-/tmp}/slipway-itest.XXXXXX")
 	trap sw_cleanup EXIT
+	trap 'exit 130' INT TERM
 	export SLIPWAY_STATE_DIR="$T/state"
 	mkdir -p "$T/docker-empty"
 	export DOCKER_CONFIG="$T/docker-empty"
@@ -176,6 +196,16 @@ sw_stop_pid() {
 		[ "$p" = "$1" ] || keep+=("$p")
 	done
 	SW_PIDS=("${keep[@]}")
+}
+
+# sw_need_tmpdir WHO: servers live in $T and are stopped by sw_cleanup; both come from this
+# file's sw_tmpdir (not lib_rootfs.sh's, which sets SW_TMP and knows nothing of our PIDs).
+sw_need_tmpdir() {
+	if [ -z "$T" ] || [ ! -d "$T" ]; then
+		fail "$1: call lib_registry.sh's sw_tmpdir first"
+	fi
+	[[ $(trap -p EXIT) == *sw_cleanup* ]] ||
+		fail "$1: the EXIT trap is not sw_cleanup; the servers would outlive the test"
 }
 
 free_port() {
@@ -208,6 +238,7 @@ wait_port_file() {
 # it also starts tools/tokenserver.py (key and certificate made here) and exports TOKENSERVER.
 start_registry() {
 	local mode=${1:-plain}
+	sw_need_tmpdir start_registry
 	SW_NREG=$((SW_NREG + 1))
 	local dir="$T/registry$SW_NREG"
 	mkdir -p "$dir/data"
@@ -381,6 +412,7 @@ start_faultproxy() {
 			;;
 		esac
 	done
+	sw_need_tmpdir start_faultproxy
 	[ -n "$upstream" ] || fail "start_faultproxy: no upstream (start a registry first)"
 	SW_NPROXY=$((SW_NPROXY + 1))
 	local dir="$T/proxy$SW_NPROXY"

@@ -57,6 +57,19 @@ assert_eq 2 "$(proxy_count faults)" "503s served"
 assert_eq 2 "$(summary_num "$ERR" uploaded)" "blobs uploaded through 503s"
 registry_check_image "$REG" faults/s503 1 "$D" "$T/s503"
 
+note "429 with Retry-After: 2 on a blob HEAD: the push waits as told and completes"
+fresh s429 "$T/rootfs.tar"
+proxy_reset
+proxy_faults '[{"method":"HEAD","path_re":"/blobs/","action":"status","status":429,
+	"headers":{"Retry-After":"2"},"times":1}]'
+start=$(date +%s%N)
+run_ok push429 "$SLIPWAY" image copy "oci:$T/s429:base" "docker://$PROXY/faults/s429:1"
+elapsed_ms=$((($(date +%s%N) - start) / 1000000))
+assert_eq "$D" "$OUT" "digest printed by the push through a 429"
+assert_eq 1 "$(proxy_count faults)" "429s served"
+[ "$elapsed_ms" -ge 1900 ] || fail "the push took ${elapsed_ms} ms: Retry-After: 2 was not honoured"
+registry_check_image "$REG" faults/s429 1 "$D" "$T/s429"
+
 note "500 once on the manifest PUT: the push retries and completes"
 fresh m500 "$T/rootfs.tar"
 proxy_faults '[{"method":"PUT","path_re":"/manifests/","action":"status","status":500,

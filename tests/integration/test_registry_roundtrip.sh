@@ -53,7 +53,9 @@ layout_verify "$T/pulled"
 [ "$(summary_num "$ERR" downloaded)" -ge 2 ] || fail "pull summary: fewer than 2 downloads: $ERR"
 
 note "umoci unpacks the pulled layout"
-umoci unpack --image "$T/pulled:p" "$T/bundle" >"$T/umoci.log" 2>&1 ||
+rootless=()
+[ "$(id -u)" -eq 0 ] || rootless=(--rootless)
+umoci unpack "${rootless[@]}" --image "$T/pulled:p" "$T/bundle" >"$T/umoci.log" 2>&1 ||
 	fail "umoci unpack failed: $(cat "$T/umoci.log")"
 assert_file_eq "$ROOTFS_BUSYBOX" "$T/bundle/rootfs/bin/busybox" "bin/busybox after the round trip"
 

@@ -20,6 +20,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -642,6 +643,44 @@ static void test_oci__layer_deterministic(void **state)
 					&check_err_));
 	const unsigned char zmagic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
 	assert_memory_equal(blob, zmagic, sizeof(zmagic));
+}
+
+/* The compressed bytes must not depend on how many threads compressed them. */
+static void test_oci__layer_deterministic_threads(void **state)
+{
+	fixture *f = *state;
+	cleanup_free char *a = P(f, "a");
+	assert_int_equal(mkdir(a, 0755), 0);
+	/* a few MiB of mixed content: many compression blocks */
+	size_t len = (size_t)3 << 20;
+	cleanup_free char *data = sw_xmalloc(len);
+	uint32_t x = 99;
+	for (size_t i = 0; i < len; i++) {
+		x = x * 1103515245u + 12345u;
+		data[i] = (char)((i / 1000) % 3 ? 'a' + (x >> 16) % 8 : (x >> 24));
+	}
+	put_file(a, "one", data, len, 0644);
+	put_file(a, "two", data + 12345, len / 3, 0644);
+	cpu_set_t all, one;
+	assert_int_equal(sched_getaffinity(0, sizeof(all), &all), 0);
+	for (int comp = SW_OCI_COMPRESS_GZIP; comp <= SW_OCI_COMPRESS_ZSTD; comp++) {
+		sw_oci_layer_opts opts = { .compression = comp, .source_date_epoch = 0 };
+		sw_oci_layer_info many, single;
+		CHECK_OK(sw_oci_layer_write_dir(&many, f->store, a, &opts, &check_err_));
+		CPU_ZERO(&one);
+		for (int c = 0; c < CPU_SETSIZE; c++)
+			if (CPU_ISSET(c, &all)) {
+				CPU_SET(c, &one);
+				break;
+			}
+		assert_int_equal(sched_setaffinity(0, sizeof(one), &one), 0);
+		CHECK_OK(sw_oci_layer_write_dir(&single, f->store, a, &opts, &check_err_));
+		assert_int_equal(sched_setaffinity(0, sizeof(all), &all), 0);
+		assert_string_equal(many.diff_id.s, single.diff_id.s);
+		assert_string_equal(many.blob_digest.s, single.blob_digest.s);
+		cleanup_free char *list = blob_list(f, &single);
+		assert_string_equal(list, "one f 0644 3145728\ntwo f 0644 1048576\n");
+	}
 }
 
 static void test_oci__layer_bad_options(void **state)
@@ -1291,6 +1330,8 @@ int test_oci_layer_run(void)
 		cmocka_unit_test_setup_teardown(test_oci__layer_roundtrip_every_kind, setup,
 						teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_deterministic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_oci__layer_deterministic_threads, setup,
+						teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_bad_options, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_overlay_upper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_whiteouts, setup, teardown),

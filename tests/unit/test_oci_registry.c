@@ -43,8 +43,9 @@ static void test_oci__challenge_bearer(void **state)
 	(void)state;
 	sw_oci__challenge c;
 	sw_error *err = NULL;
-	const char *v = "Bearer realm=\"https://auth.example.com/token\",service=\"registry.example."
-			"com\",scope=\"repository:samalba/my-app:pull,push\"";
+	const char *v =
+	        "Bearer realm=\"https://auth.example.com/token\",service=\"registry.example."
+	        "com\",scope=\"repository:samalba/my-app:pull,push\"";
 	assert_int_equal(sw_oci__challenge_parse(&c, v, &err), 0);
 	assert_int_equal(c.scheme, SW_OCI__AUTH_BEARER);
 	assert_string_equal(c.realm, "https://auth.example.com/token");
@@ -61,8 +62,8 @@ static void test_oci__challenge_spacing_and_unknown_params(void **state)
 	sw_oci__challenge c;
 	sw_error *err = NULL;
 	const char *v = "  BEARER   realm = \"http://127.0.0.1:5001/token?x=1,y=2\" ,  "
-			"foo=bar,service=reg ,error=\"insufficient_scope\", "
-			"scope=\"repository:a:pull repository:b:pull\",extra=\"q\\\"uoted\"  ";
+	                "foo=bar,service=reg ,error=\"insufficient_scope\", "
+	                "scope=\"repository:a:pull repository:b:pull\",extra=\"q\\\"uoted\"  ";
 	assert_int_equal(sw_oci__challenge_parse(&c, v, &err), 0);
 	assert_null(err);
 	assert_int_equal(c.scheme, SW_OCI__AUTH_BEARER);
@@ -85,16 +86,16 @@ static void test_oci__challenge_several(void **state)
 	sw_error *err = NULL;
 	/* Bearer wins over Basic, whatever the order; an unknown scheme is skipped */
 	assert_int_equal(sw_oci__challenge_parse(&c,
-						 "Negotiate abc==, Basic realm=\"b\", Bearer "
-						 "realm=\"https://t/\",service=\"s\"",
-						 &err),
-			 0);
+	                                         "Negotiate abc==, Basic realm=\"b\", Bearer "
+	                                         "realm=\"https://t/\",service=\"s\"",
+	                                         &err),
+	                 0);
 	assert_int_equal(c.scheme, SW_OCI__AUTH_BEARER);
 	assert_string_equal(c.realm, "https://t/");
 	assert_string_equal(c.service, "s");
 	sw_oci__challenge_clear(&c);
 	assert_int_equal(sw_oci__challenge_parse(&c, "Digest realm=\"x\", Basic realm=\"b\"", &err),
-			 0);
+	                 0);
 	assert_int_equal(c.scheme, SW_OCI__AUTH_BASIC);
 	assert_string_equal(c.realm, "b");
 	sw_oci__challenge_clear(&c);
@@ -108,7 +109,7 @@ static void expect_challenge_error(const char *v, const char *needle)
 	assert_non_null(err);
 	if (!strstr(sw_error_msg(err), needle))
 		fail_msg("error for '%s' is '%s', expected it to mention '%s'", v,
-			 sw_error_msg(err), needle);
+		         sw_error_msg(err), needle);
 	assert_null(c.realm);
 	sw_error_free(err);
 }
@@ -171,18 +172,20 @@ static void test_oci__token_issued_at(void **state)
 	sw_error *err = NULL;
 	/* 2023-11-14T22:13:20Z is 1700000000 */
 	time_t now = 1700000000 + 100;
-	const char *a = "{\"token\":\"x\",\"expires_in\":300,\"issued_at\":\"2023-11-14T22:13:20Z\"}";
+	const char *a =
+	        "{\"token\":\"x\",\"expires_in\":300,\"issued_at\":\"2023-11-14T22:13:20Z\"}";
 	assert_int_equal(sw_oci__token_parse(&t, a, strlen(a), now, &err), 0);
 	assert_int_equal(t.expires_at, 1700000000 + 300);
 	sw_oci__token_clear(&t);
 	/* with a fraction and an offset */
 	const char *b = "{\"token\":\"x\",\"expires_in\":300,"
-			"\"issued_at\":\"2023-11-15T00:13:20.123456+02:00\"}";
+	                "\"issued_at\":\"2023-11-15T00:13:20.123456+02:00\"}";
 	assert_int_equal(sw_oci__token_parse(&t, b, strlen(b), now, &err), 0);
 	assert_int_equal(t.expires_at, 1700000000 + 300);
 	sw_oci__token_clear(&t);
 	/* a server clock ahead of ours does not make the token live longer */
-	const char *c = "{\"token\":\"x\",\"expires_in\":300,\"issued_at\":\"2030-01-01T00:00:00Z\"}";
+	const char *c =
+	        "{\"token\":\"x\",\"expires_in\":300,\"issued_at\":\"2030-01-01T00:00:00Z\"}";
 	assert_int_equal(sw_oci__token_parse(&t, c, strlen(c), now, &err), 0);
 	assert_int_equal(t.expires_at, now + 300);
 	sw_oci__token_clear(&t);
@@ -197,8 +200,13 @@ static void test_oci__token_bad(void **state)
 {
 	(void)state;
 	sw_oci__token t;
-	const char *bad[] = { "", "[]", "{\"token\":\"\"}", "{\"token\":5}", "{\"other\":\"x\"}",
-			      "{\"token\":\"x\",\"expires_in\":\"soon\"}", "{\"token\":" };
+	const char *bad[] = { "",
+		              "[]",
+		              "{\"token\":\"\"}",
+		              "{\"token\":5}",
+		              "{\"other\":\"x\"}",
+		              "{\"token\":\"x\",\"expires_in\":\"soon\"}",
+		              "{\"token\":" };
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		sw_error *err = NULL;
 		if (sw_oci__token_parse(&t, bad[i], strlen(bad[i]), 1000, &err) != SW_ERR_INVALID)
@@ -286,12 +294,12 @@ static void test_oci__docker_config_auth(void **state)
 	sw_oci_credentials c;
 	/* base64("alice:s3cr:et") */
 	const char *json = "{\"auths\":{\"127.0.0.1:5000\":{\"auth\":\"YWxpY2U6czNjcjpldA==\"},"
-			   "\"reg.example.com\":{\"username\":\"bob\",\"password\":\"pw\"},"
-			   "\"https://index.docker.io/v1/\":{\"auth\":\"aHViOmh1YnB3\"},"
-			   "\"https://other.example.com:5000/v2/\":{\"auth\":\"bzpw\"},"
-			   "\"http://plain.example.com\":{\"username\":\"p\",\"password\":\"q\"},"
-			   "\"ghcr.io\":{\"identitytoken\":\"refresh-me\"},"
-			   "\"helper.example.com\":{}}}";
+	                   "\"reg.example.com\":{\"username\":\"bob\",\"password\":\"pw\"},"
+	                   "\"https://index.docker.io/v1/\":{\"auth\":\"aHViOmh1YnB3\"},"
+	                   "\"https://other.example.com:5000/v2/\":{\"auth\":\"bzpw\"},"
+	                   "\"http://plain.example.com\":{\"username\":\"p\",\"password\":\"q\"},"
+	                   "\"ghcr.io\":{\"identitytoken\":\"refresh-me\"},"
+	                   "\"helper.example.com\":{}}}";
 	lookup_text(&c, json, "127.0.0.1:5000");
 	assert_string_equal(c.username, "alice");
 	assert_string_equal(c.password, "s3cr:et");
@@ -427,7 +435,7 @@ static void test_oci__credentials_lookup_file(void **state)
 	assert_int_equal(sw_fs_write_atomic(path, "{oops", 5, 0600, &err), 0);
 	opts.docker_config = path;
 	assert_int_equal(sw_oci_credentials_lookup(&c, &opts, "127.0.0.1:5000", &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	assert_non_null(strstr(sw_error_msg(err), path));
 	assert_null(c.username);
 	sw_error_clear(&err);
