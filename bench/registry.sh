@@ -12,8 +12,8 @@ ROUNDS=${1:-5}
 SLIPWAY=$PWD/build/slipway
 SW_TEST_SRCDIR=$PWD
 [ -x "$SLIPWAY" ] || bash scripts/build.sh build >/dev/null
-# shellcheck source=../tests/integration/lib_registry.sh
-source tests/integration/lib_registry.sh
+# shellcheck source=../tests/integration/lib.sh
+source tests/integration/lib.sh
 sw_tmpdir
 
 # The workload: a rootfs of ~200 MB, half incompressible (random), half text, fixed seed.

@@ -830,7 +830,8 @@ static int dir_fix_cmp(const void *pa, const void *pb)
 /* Folder modes and times, deepest first (writing into a folder changes its mtime). */
 static int fix_dirs(apply_ctx *c, sw_error **err)
 {
-	qsort(c->dirs, c->n_dirs, sizeof(*c->dirs), dir_fix_cmp);
+	if (c->n_dirs > 1)
+		qsort(c->dirs, c->n_dirs, sizeof(*c->dirs), dir_fix_cmp);
 	for (size_t i = 0; i < c->n_dirs; i++) {
 		dir_fix *f = &c->dirs[i];
 		sw_error *ignored = NULL;

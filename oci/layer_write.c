@@ -302,6 +302,7 @@ typedef struct layer_sink {
 	size_t out_len;
 	sw_oci_blob_writer *w;
 	sw_error *err; /* the first failure inside a callback */
+	bool discard;  /* after a failure: swallow what libarchive still writes */
 } layer_sink;
 
 static int sink_flush(layer_sink *s)
@@ -466,6 +467,8 @@ static la_ssize_t sink_write_cb(struct archive *a, void *payload, const void *bu
 {
 	(void)a;
 	layer_sink *s = payload;
+	if (s->discard)
+		return (la_ssize_t)len;
 	sw_oci_hasher_update(s->tar_hash, buf, len);
 	s->tar_size += (int64_t)len;
 	if (sink_feed(s, buf, len, false) < 0)
@@ -1021,7 +1024,7 @@ static int walk_dir(walk_ctx *c, int dfd, const char *rel, sw_error **err)
 									     : 2;
 		}
 	}
-	if (r == 0)
+	if (r == 0 && n > 1)
 		qsort(v, n, sizeof(*v), dent_cmp);
 	for (size_t i = 0; r == 0 && i < n; i++)
 		r = walk_entry(c, dirfd(d), rel, &v[i], err);
@@ -1065,8 +1068,8 @@ static int write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
 		close(rootfd);
 	if (r == 0)
 		r = sink_finish(out, &sink, c.a, c.entries, err);
-	if (r < 0)
-		archive_write_fail(c.a);
+	/* archive_write_fail would leak libarchive's client state (3.6): close into nothing */
+	sink.discard = r < 0;
 	archive_write_free(c.a);
 	archive_entry_free(c.e);
 	link_map_clear(&c.links);
@@ -1238,8 +1241,7 @@ static int write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_pa
 	}
 	if (r == 0)
 		r = sink_finish(out, &sink, a, entries, err);
-	if (r < 0)
-		archive_write_fail(a);
+	sink.discard = r < 0;
 	archive_write_free(a);
 	archive_entry_free(oe);
 	archive_read_free(in);

@@ -11,8 +11,8 @@ bash scripts/build.sh build >/dev/null
 SLIPWAY=$PWD/build/slipway
 SW_TEST_SRCDIR=$PWD
 # The test harness starts and stops the registry and owns the temporary folder ($T).
-# shellcheck source=../tests/integration/lib_registry.sh
-source tests/integration/lib_registry.sh
+# shellcheck source=../tests/integration/lib.sh
+source tests/integration/lib.sh
 sw_tmpdir # $T, removed at exit; the local store goes there too (SLIPWAY_STATE_DIR=$T/state)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }

@@ -1,9 +1,5 @@
 # SPDX-License-Identifier: Apache-2.0
-# Helpers shared by the integration tests (source this file; it sets nothing off by itself):
-#   fail MSG...                   print "FAIL: MSG" on stderr and exit 1
-#   sw_tmpdir                     make a temporary folder, in $SW_TMP, removed on exit (with the
-#                                 commands queued by sw_on_exit run first, last queued first)
-#   sw_on_exit CMD...             queue a cleanup command (e.g. stopping a server by its PID)
+# Root filesystems for tests and the demo, sourced by lib.sh (it uses lib.sh's `fail`):
 #   sw_make_busybox_rootfs DIR    a busybox root filesystem from Debian's busybox-static:
 #                                 bin/busybox, a symlink in bin/ for every applet of
 #                                 `busybox --list` (sh, ls, cat, echo, ...), etc/passwd,
@@ -12,41 +8,10 @@
 #                                 mtimes 2023-11-14T22:13:20Z, entries without a "./" prefix)
 #   sw_json FILE KEY.PATH         print a value of a JSON file ("layers.0.diffID"; objects and
 #                                 arrays come out as compact JSON, strings raw)
-#   sw_expect_eq WANT GOT WHAT    fail unless the two strings are equal
-#   sw_expect_contains HAYSTACK NEEDLE WHAT
 
 SW_BUSYBOX=${SW_BUSYBOX:-/bin/busybox}
 SW_TEST_PASSWD='root:x:0:0:root:/root:/bin/sh
 nobody:x:65534:65534:nobody:/nonexistent:/bin/false'
-
-fail() {
-	echo "FAIL: $*" >&2
-	exit 1
-}
-
-SW_EXIT_CMDS=()
-
-sw_on_exit() {
-	SW_EXIT_CMDS+=("$*")
-}
-
-sw__cleanup() {
-	local rc=$? i
-	for ((i = ${#SW_EXIT_CMDS[@]} - 1; i >= 0; i--)); do
-		eval "${SW_EXIT_CMDS[$i]}" || true
-	done
-	if [ -n "${SW_TMP:-}" ] && [ -d "$SW_TMP" ]; then
-		rm -rf -- "$SW_TMP"
-	fi
-	exit "$rc"
-}
-
-sw_tmpdir() {
-	SW_TMP=$(mktemp -d "${TMPDIR:-/tmp}/slipway-test.XXXXXX")
-	export SW_TMP
-	trap sw__cleanup EXIT
-	trap 'exit 130' INT TERM
-}
 
 sw_make_busybox_rootfs() {
 	local root=$1 applet
@@ -90,13 +55,3 @@ print(v if isinstance(v, str) else json.dumps(v, separators=(',', ':')))
 EOF
 }
 
-sw_expect_eq() {
-	[ "$1" = "$2" ] || fail "$3: expected '$1', got '$2'"
-}
-
-sw_expect_contains() {
-	case $1 in
-	*"$2"*) ;;
-	*) fail "$3: '$2' not found in: $1" ;;
-	esac
-}

@@ -6,8 +6,8 @@
 # tokens (the registry's token mode with tools/tokenserver.py). Wrong or missing credentials
 # must give exit status 1 and an error that says authentication failed at which registry, and
 # never shows the password.
-# shellcheck source=tests/integration/lib_registry.sh
-. "$(dirname "$0")/lib_registry.sh"
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 sw_tmpdir
 rootfs_tar "$T/rootfs.tar"

@@ -7,8 +7,8 @@
 # with an error naming the blob and leaves no tag in the registry (checked on the registry
 # itself, not through the proxy); a download dropped mid-body is retried and verified; a
 # manifest or blob whose bytes do not match their digest fails the pull and tags nothing.
-# shellcheck source=tests/integration/lib_registry.sh
-. "$(dirname "$0")/lib_registry.sh"
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 sw_tmpdir
 start_registry plain

@@ -7,8 +7,8 @@
 # unpacks it and bin/busybox is the right file), images that skopeo pushed (Docker schema 2,
 # zstd) are pulled by slipway, and a fault proxy counts the requests to show that pushing an
 # unchanged image uploads nothing and that a push to a second repository mounts the blobs.
-# shellcheck source=tests/integration/lib_registry.sh
-. "$(dirname "$0")/lib_registry.sh"
+# shellcheck source=tests/integration/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 sw_tmpdir
 start_registry plain

@@ -234,7 +234,8 @@ static void dump_dir(dumper *d, const char *root, const char *rel)
 		names[n++] = sw_xstrdup(de->d_name);
 	}
 	closedir(dir);
-	qsort(names, n, sizeof(*names), name_cmp);
+	if (n > 1)
+		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n; i++) {
 		cleanup_free char *child = *rel ? sw_path_join(rel, names[i]) : sw_xstrdup(names[i]);
 		if (!(d->exclude && strcmp(child, d->exclude) == 0))

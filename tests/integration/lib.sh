@@ -199,10 +199,10 @@ sw_stop_pid() {
 }
 
 # sw_need_tmpdir WHO: servers live in $T and are stopped by sw_cleanup; both come from this
-# file's sw_tmpdir (not lib_rootfs.sh's, which sets SW_TMP and knows nothing of our PIDs).
+# file's sw_tmpdir.
 sw_need_tmpdir() {
 	if [ -z "$T" ] || [ ! -d "$T" ]; then
-		fail "$1: call lib_registry.sh's sw_tmpdir first"
+		fail "$1: call lib.sh's sw_tmpdir first"
 	fi
 	[[ $(trap -p EXIT) == *sw_cleanup* ]] ||
 		fail "$1: the EXIT trap is not sw_cleanup; the servers would outlive the test"
