@@ -36,8 +36,8 @@ typedef enum { SW_IMGLOC_LAYOUT, SW_IMGLOC_REGISTRY } sw_imgloc_kind;
 
 typedef struct sw_imgloc {
 	sw_imgloc_kind kind;
-	char *dir;      /* layout folder (LAYOUT) */
-	char *tag;      /* name inside the layout (LAYOUT), e.g. "app:1" or "latest" */
+	char *dir; /* layout folder (LAYOUT) */
+	char *tag; /* name inside the layout (LAYOUT), e.g. "app:1" or "latest" */
 	bool is_default_store;
 	sw_oci_ref ref; /* REGISTRY */
 } sw_imgloc;

@@ -5,17 +5,17 @@
 #include <string.h>
 
 static const char usage[] =
-	"usage: slipway image COMMAND ...\n"
-	"\n"
-	"commands:\n"
-	"  copy SRC DST             copy an image between OCI layouts and registries\n"
-	"  import ROOTFS.tar DST    make a one-layer image from a root filesystem tarball\n"
-	"  inspect REF              print the manifest digest, config and layers as JSON\n"
-	"  ls [oci:DIR]             list the images of a layout (default: the local store)\n"
-	"\n"
-	"An image reference is oci:DIR:TAG (an OCI image layout folder), docker://HOST[:PORT]/REPO\n"
-	"[:TAG|@DIGEST] (a registry), or a plain NAME[:TAG] in the local store.\n"
-	"Run 'slipway image COMMAND --help' for a command's own help.\n";
+        "usage: slipway image COMMAND ...\n"
+        "\n"
+        "commands:\n"
+        "  copy SRC DST             copy an image between OCI layouts and registries\n"
+        "  import ROOTFS.tar DST    make a one-layer image from a root filesystem tarball\n"
+        "  inspect REF              print the manifest digest, config and layers as JSON\n"
+        "  ls [oci:DIR]             list the images of a layout (default: the local store)\n"
+        "\n"
+        "An image reference is oci:DIR:TAG (an OCI image layout folder), docker://HOST[:PORT]/REPO\n"
+        "[:TAG|@DIGEST] (a registry), or a plain NAME[:TAG] in the local store.\n"
+        "Run 'slipway image COMMAND --help' for a command's own help.\n";
 
 int sw_cmd_image(int argc, char **argv)
 {

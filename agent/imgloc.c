@@ -36,15 +36,15 @@ int sw_imgloc_parse(sw_imgloc *out, const char *s, sw_error **err)
 		if (!out->dir[0] || !out->tag[0]) {
 			sw_imgloc_clear(out);
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "image reference '%s': expected oci:DIR[:TAG]", s);
+			                    "image reference '%s': expected oci:DIR[:TAG]", s);
 		}
 		return 0;
 	}
 	if (!s[0] || strchr(s, '/') == s || strstr(s, "://")) {
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "image reference '%s': expected oci:DIR[:TAG], "
-				    "docker://HOST/REPO[:TAG] or NAME[:TAG]",
-				    s);
+		                    "image reference '%s': expected oci:DIR[:TAG], "
+		                    "docker://HOST/REPO[:TAG] or NAME[:TAG]",
+		                    s);
 	}
 	out->dir = sw_cli_default_store_dir();
 	out->is_default_store = true;

@@ -12,22 +12,22 @@
 sw_cli_globals sw_cli;
 
 static const char usage[] =
-	"usage: slipway [--log-level LEVEL] [--log-format text|json] [--state-dir DIR] COMMAND ...\n"
-	"\n"
-	"A daemonless CI/CD agent: builds each commit's image, tests it in containers, promotes it.\n"
-	"\n"
-	"commands:\n"
-	"  image     copy, import, inspect and list OCI images\n"
-	"\n"
-	"options:\n"
-	"  --log-level LEVEL    error, warn, info (default), debug or trace\n"
-	"  --log-format FORMAT  text (default) or json (one object per line on stderr)\n"
-	"  --state-dir DIR      where slipway keeps its state (default: $SLIPWAY_STATE_DIR,\n"
-	"                       /var/lib/slipway as root, else ~/.local/state/slipway)\n"
-	"  -h, --help           show this help\n"
-	"  --version            show the version\n"
-	"\n"
-	"Run 'slipway COMMAND --help' for a command's own help.\n";
+        "usage: slipway [--log-level LEVEL] [--log-format text|json] [--state-dir DIR] COMMAND ...\n"
+        "\n"
+        "A daemonless CI/CD agent: builds each commit's image, tests it in containers, promotes it.\n"
+        "\n"
+        "commands:\n"
+        "  image     copy, import, inspect and list OCI images\n"
+        "\n"
+        "options:\n"
+        "  --log-level LEVEL    error, warn, info (default), debug or trace\n"
+        "  --log-format FORMAT  text (default) or json (one object per line on stderr)\n"
+        "  --state-dir DIR      where slipway keeps its state (default: $SLIPWAY_STATE_DIR,\n"
+        "                       /var/lib/slipway as root, else ~/.local/state/slipway)\n"
+        "  -h, --help           show this help\n"
+        "  --version            show the version\n"
+        "\n"
+        "Run 'slipway COMMAND --help' for a command's own help.\n";
 
 int sw_cli_fail(const sw_error *err)
 {
@@ -73,7 +73,8 @@ int main(int argc, char **argv)
 			} else if (strcmp(optarg, "text") == 0) {
 				sw_log_set_sink(NULL, NULL);
 			} else {
-				fprintf(stderr, "slipway: error: unknown log format '%s'\n", optarg);
+				fprintf(stderr, "slipway: error: unknown log format '%s'\n",
+				        optarg);
 				return 2;
 			}
 			break;

@@ -15,7 +15,8 @@ int sw_buf_append(sw_buf *b, const void *data, size_t len, sw_error **err)
 {
 	size_t max = b->max ? b->max : SW_BUF_DEFAULT_MAX;
 	if (len > max || b->len > max - len)
-		return sw_error_set(err, SW_ERR_INVALID, "data exceeds the limit of %zu bytes", max);
+		return sw_error_set(err, SW_ERR_INVALID, "data exceeds the limit of %zu bytes",
+		                    max);
 	if (b->len + len + 1 > b->cap) {
 		size_t ncap = b->cap ? b->cap : 256;
 		while (ncap < b->len + len + 1)

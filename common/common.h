@@ -64,7 +64,7 @@ int sw_error_set(sw_error **err, int code, const char *fmt, ...) SW_PRINTF(3, 4)
 int sw_error_os(sw_error **err, int errnum, const char *fmt, ...) SW_PRINTF(3, 4);
 /* An error coming from a library (source, its own code) with a formatted message. */
 int sw_error_lib(sw_error **err, int code, sw_error_source source, int sys, const char *fmt, ...)
-	SW_PRINTF(5, 6);
+        SW_PRINTF(5, 6);
 /* Prefix context: "ctx: old message". Returns the existing code (SW_ERR_GENERIC if none). */
 int sw_error_wrap(sw_error **err, const char *fmt, ...) SW_PRINTF(2, 3);
 /* Code of an error, SW_OK for NULL. */
@@ -133,18 +133,18 @@ typedef enum {
 
 /* A sink receives one formatted, already-redacted message (no trailing newline). */
 typedef void (*sw_log_sink)(sw_log_level level, const char *file, int line, const char *msg,
-			    void *payload);
+                            void *payload);
 
 extern sw_log_level sw_log_current_level;
 
-#define SW_LOG(level, ...)                                                                         \
-	do {                                                                                       \
-		if ((level) <= sw_log_current_level)                                               \
-			sw_log_write((level), __FILE__, __LINE__, __VA_ARGS__);                    \
+#define SW_LOG(level, ...)                                                      \
+	do {                                                                    \
+		if ((level) <= sw_log_current_level)                            \
+			sw_log_write((level), __FILE__, __LINE__, __VA_ARGS__); \
 	} while (0)
 
 void sw_log_write(sw_log_level level, const char *file, int line, const char *fmt, ...)
-	SW_PRINTF(4, 5);
+        SW_PRINTF(4, 5);
 void sw_log_set_level(sw_log_level level);
 /* Parse "error|warn|info|debug|trace"; -1 when unknown. */
 int sw_log_level_parse(const char *s);
@@ -152,9 +152,9 @@ int sw_log_level_parse(const char *s);
 void sw_log_set_sink(sw_log_sink sink, void *payload);
 /* Built-in sinks: "slipway: level: msg" text on stderr, and one JSON object per line on stderr. */
 void sw_log_sink_text(sw_log_level level, const char *file, int line, const char *msg,
-		      void *payload);
+                      void *payload);
 void sw_log_sink_json(sw_log_level level, const char *file, int line, const char *msg,
-		      void *payload);
+                      void *payload);
 /*
  * Redact credentials in a string: the password of "scheme://user:pass@host" URLs and the
  * value of "Authorization:" headers. Returns a new string the caller frees.
@@ -163,7 +163,8 @@ char *sw_redact(const char *s);
 
 /* ---------------------------------------------------------------- buffers */
 
-/* A growable byte buffer with a hard cap (`max`, 0 = SW_BUF_DEFAULT_MAX). data is NUL-terminated. */
+/* A growable byte buffer with a hard cap (`max`, 0 = SW_BUF_DEFAULT_MAX). data is NUL-terminated.
+ */
 typedef struct sw_buf {
 	char *data;
 	size_t len;
@@ -172,7 +173,10 @@ typedef struct sw_buf {
 } sw_buf;
 
 #define SW_BUF_DEFAULT_MAX ((size_t)64 << 20)
-#define SW_BUF_INIT(maxbytes) { NULL, 0, 0, (maxbytes) }
+#define SW_BUF_INIT(maxbytes)          \
+	{                              \
+		NULL, 0, 0, (maxbytes) \
+	}
 
 void sw_buf_init(sw_buf *b, size_t max);
 /* Fails with SW_ERR_INVALID ("exceeds N bytes") when the cap would be passed. */
@@ -191,13 +195,13 @@ void sw_buf_free(sw_buf *b);
  * then fsync of the folder. A crash leaves either the old or the new file, never a torn one.
  */
 int sw_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
-		       sw_error **err) SW_WUR;
+                       sw_error **err) SW_WUR;
 /* Same, relative to an open folder fd. */
 int sw_fs_write_atomic_at(int dirfd, const char *name, const void *data, size_t len, mode_t mode,
-			  sw_error **err) SW_WUR;
+                          sw_error **err) SW_WUR;
 /* Read a whole file, failing with SW_ERR_INVALID past `max` bytes. *out is NUL-terminated. */
 int sw_fs_read_file(char **out, size_t *out_len, const char *path, size_t max,
-		    sw_error **err) SW_WUR;
+                    sw_error **err) SW_WUR;
 int sw_fs_mkdir_p(const char *path, mode_t mode, sw_error **err) SW_WUR;
 /* Remove a tree without following symlinks; a missing path is not an error. */
 int sw_fs_rm_rf(const char *path, sw_error **err) SW_WUR;
@@ -218,13 +222,13 @@ int sw_fs_write_all(int fd, const void *data, size_t len, sw_error **err) SW_WUR
  */
 #define SW_PATH_NOFOLLOW 1
 int sw_path_resolve_in_root(char **out, int rootfd, const char *path, int flags,
-			    sw_error **err) SW_WUR;
+                            sw_error **err) SW_WUR;
 /*
  * Open `path` inside the folder `rootfd` with the same rules (openat2 RESOLVE_IN_ROOT where the
  * kernel has it). Returns the new fd in *out_fd.
  */
 int sw_path_open_in_root(int *out_fd, int rootfd, const char *path, int oflags, mode_t mode,
-			 sw_error **err) SW_WUR;
+                         sw_error **err) SW_WUR;
 /* Lexically clean a path: collapse "//", ".", and "..", keep a leading "/". Caller frees. */
 char *sw_path_clean(const char *path);
 /* Join two path parts with one "/". Caller frees. */
@@ -254,28 +258,28 @@ typedef ssize_t (*sw_http_read_cb)(void *buf, size_t len, void *payload);
 typedef int (*sw_http_rewind_cb)(void *payload);
 
 typedef struct sw_http_request {
-	const char *method;         /* "GET" when NULL */
+	const char *method; /* "GET" when NULL */
 	const char *url;
 	const char *const *headers; /* "Name: value" strings, NULL-terminated; may be NULL */
 	const void *body;           /* a body in memory ... */
 	size_t body_len;
-	sw_http_read_cb read_cb;    /* ... or a streamed one of body_size bytes (-1: unknown) */
+	sw_http_read_cb read_cb; /* ... or a streamed one of body_size bytes (-1: unknown) */
 	sw_http_rewind_cb rewind_cb;
 	void *read_payload;
 	int64_t body_size;
-	sw_http_write_cb write_cb;  /* stream the response body; else it goes to response.body */
+	sw_http_write_cb write_cb; /* stream the response body; else it goes to response.body */
 	void *write_payload;
-	size_t max_body;            /* cap of response.body; 0: SW_BUF_DEFAULT_MAX */
-	bool no_retry;              /* one attempt only (non-idempotent requests) */
+	size_t max_body; /* cap of response.body; 0: SW_BUF_DEFAULT_MAX */
+	bool no_retry;   /* one attempt only (non-idempotent requests) */
 	bool follow_redirects;
 } sw_http_request;
 
 typedef struct sw_http_response {
 	long status;
 	sw_buf body;
-	char **headers;    /* "Name: value" of the final response, NULL-terminated */
+	char **headers; /* "Name: value" of the final response, NULL-terminated */
 	char *effective_url;
-	int attempts;      /* how many requests were sent */
+	int attempts; /* how many requests were sent */
 } sw_http_response;
 
 int sw_http_client_new(sw_http_client **out, const sw_http_opts *opts, sw_error **err) SW_WUR;
@@ -288,10 +292,16 @@ void sw_http_client_free(sw_http_client *c);
  * sw_http_response_free.
  */
 int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *req,
-	       sw_error **err) SW_WUR;
+               sw_error **err) SW_WUR;
 /* The value of the first header `name` (case-insensitive) or NULL; points into the response. */
 const char *sw_http_response_header(const sw_http_response *r, const char *name);
 void sw_http_response_free(sw_http_response *r);
+/*
+ * Sleep as the client does between two attempts: `retry_after_ms` when >= 0 (capped at
+ * backoff_max_ms), else the exponential backoff with full jitter for attempt number `attempt`
+ * (1 for the first retry). For callers that retry at a higher level (a whole upload session).
+ */
+void sw_http_client_backoff(sw_http_client *c, int attempt, long retry_after_ms);
 /* Total requests sent by this client (for tests and stats). */
 uint64_t sw_http_client_requests(const sw_http_client *c);
 

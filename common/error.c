@@ -9,10 +9,10 @@
 #include <string.h>
 
 static int set_va(sw_error **err, int code, sw_error_source source, int sys, const char *suffix,
-		  const char *fmt, va_list ap) SW_PRINTF(6, 0);
+                  const char *fmt, va_list ap) SW_PRINTF(6, 0);
 
 static int set_va(sw_error **err, int code, sw_error_source source, int sys, const char *suffix,
-		  const char *fmt, va_list ap)
+                  const char *fmt, va_list ap)
 {
 	if (code >= 0)
 		code = SW_ERR_GENERIC;

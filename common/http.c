@@ -428,6 +428,16 @@ static void sleep_ms(long ms)
 		;
 }
 
+void sw_http_client_backoff(sw_http_client *c, int attempt, long retry_after_ms)
+{
+	long wait = retry_after_ms;
+	if (wait > c->backoff_max_ms)
+		wait = c->backoff_max_ms;
+	if (wait < 0)
+		wait = backoff_ms(c, attempt);
+	sleep_ms(wait);
+}
+
 static int curl_fail(sw_error **err, CURLcode cc, const char *method, const char *url,
                      const char *errbuf, int attempts)
 {

@@ -48,7 +48,7 @@ void sw_log_write(sw_log_level level, const char *file, int line, const char *fm
 }
 
 void sw_log_sink_text(sw_log_level level, const char *file, int line, const char *msg,
-		      void *payload)
+                      void *payload)
 {
 	(void)payload;
 	(void)file;
@@ -74,7 +74,7 @@ static void json_escape(FILE *f, const char *s)
 }
 
 void sw_log_sink_json(sw_log_level level, const char *file, int line, const char *msg,
-		      void *payload)
+                      void *payload)
 {
 	(void)payload;
 	struct timespec ts;
@@ -85,7 +85,7 @@ void sw_log_sink_json(sw_log_level level, const char *file, int line, const char
 	strftime(tbuf, sizeof(tbuf), "%Y-%m-%dT%H:%M:%S", &tm);
 	flockfile(stderr);
 	fprintf(stderr, "{\"time\":\"%s.%03ldZ\",\"level\":\"%s\",\"src\":\"", tbuf,
-		ts.tv_nsec / 1000000, level_names[level]);
+	        ts.tv_nsec / 1000000, level_names[level]);
 	json_escape(stderr, file);
 	fprintf(stderr, ":%d\",\"msg\":\"", line);
 	json_escape(stderr, msg);

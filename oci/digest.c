@@ -16,21 +16,21 @@ int sw_oci_digest_parse(sw_digest *out, const char *s, sw_error **err)
 	if (!s || strncmp(s, "sha256:", 7) != 0) {
 		if (s && strchr(s, ':') && strncmp(s, "sha512:", 7) == 0)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "digest '%.80s': only sha256 is supported", s);
+			                    "digest '%.80s': only sha256 is supported", s);
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "'%.80s' is not a digest (expected sha256:<64 hex digits>)",
-				    s ? s : "(null)");
+		                    "'%.80s' is not a digest (expected sha256:<64 hex digits>)",
+		                    s ? s : "(null)");
 	}
 	size_t n = strlen(s + 7);
 	if (n != 64)
 		return sw_error_set(err, SW_ERR_INVALID,
-				    "digest '%.80s': expected 64 hex digits, got %zu", s, n);
+		                    "digest '%.80s': expected 64 hex digits, got %zu", s, n);
 	for (size_t i = 7; i < 71; i++) {
 		char c = s[i];
 		if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f')))
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "digest '%.80s': '%c' is not a lowercase hex digit", s,
-					    c);
+			                    "digest '%.80s': '%c' is not a lowercase hex digit", s,
+			                    c);
 	}
 	if (out)
 		memcpy(out->s, s, 71);

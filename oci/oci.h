@@ -80,9 +80,9 @@ typedef struct sw_oci_descriptor {
 	char *media_type;
 	sw_digest digest;
 	int64_t size;
-	json_t *annotations;   /* object or NULL; owned */
+	json_t *annotations;       /* object or NULL; owned */
 	sw_oci_platform *platform; /* only in indexes; owned or NULL */
-	char *artifact_type;   /* may be NULL */
+	char *artifact_type;       /* may be NULL */
 } sw_oci_descriptor;
 
 void sw_oci_descriptor_clear(sw_oci_descriptor *d);
@@ -132,7 +132,7 @@ typedef struct sw_oci_config {
 	char *working_dir;
 	char **exposed_ports; /* "80/tcp" */
 	char **volumes;
-	json_t *labels;       /* object or NULL */
+	json_t *labels; /* object or NULL */
 	char *stop_signal;
 	/* rootfs and history */
 	sw_digest *diff_ids;
@@ -148,9 +148,9 @@ typedef struct sw_oci_config {
  * sizes >= 0, required fields. Errors name the field ("manifest: layers[2].digest: ...").
  */
 int sw_oci_manifest_parse(sw_oci_manifest *out, const char *buf, size_t len,
-			  const char *expected_media_type, sw_error **err) SW_WUR;
+                          const char *expected_media_type, sw_error **err) SW_WUR;
 int sw_oci_index_parse(sw_oci_index *out, const char *buf, size_t len,
-		       const char *expected_media_type, sw_error **err) SW_WUR;
+                       const char *expected_media_type, sw_error **err) SW_WUR;
 int sw_oci_config_parse(sw_oci_config *out, const char *buf, size_t len, sw_error **err) SW_WUR;
 void sw_oci_manifest_clear(sw_oci_manifest *m);
 void sw_oci_index_clear(sw_oci_index *ix);
@@ -175,7 +175,7 @@ char *sw_oci_config_serialize(sw_oci_config *c, size_t *len);
  * platforms the index has.
  */
 int sw_oci_index_select(const sw_oci_descriptor **out, const sw_oci_index *ix,
-			const sw_oci_platform *want, sw_error **err) SW_WUR;
+                        const sw_oci_platform *want, sw_error **err) SW_WUR;
 
 /* ---------------------------------------------------------------- references */
 
@@ -219,10 +219,10 @@ bool sw_oci_store_has_blob(sw_oci_store *s, const sw_digest *d);
 char *sw_oci_store_blob_path(sw_oci_store *s, const sw_digest *d);
 /* Read a whole blob (capped at max bytes) and verify its digest; SW_ERR_NOT_FOUND if absent. */
 int sw_oci_store_read_blob(char **out, size_t *out_len, sw_oci_store *s, const sw_digest *d,
-			   size_t max, sw_error **err) SW_WUR;
+                           size_t max, sw_error **err) SW_WUR;
 /* Open a blob for streaming; the reader verifies with a hasher of its own. */
 int sw_oci_store_open_blob(int *out_fd, int64_t *out_size, sw_oci_store *s, const sw_digest *d,
-			   sw_error **err) SW_WUR;
+                           sw_error **err) SW_WUR;
 /* Hash the stored file again and compare (SW_ERR_INVALID on mismatch, the bad file removed). */
 int sw_oci_store_verify_blob(sw_oci_store *s, const sw_digest *d, sw_error **err) SW_WUR;
 
@@ -230,7 +230,7 @@ int sw_oci_store_verify_blob(sw_oci_store *s, const sw_digest *d, sw_error **err
 typedef struct sw_oci_blob_writer sw_oci_blob_writer;
 int sw_oci_store_blob_begin(sw_oci_blob_writer **out, sw_oci_store *s, sw_error **err) SW_WUR;
 int sw_oci_blob_writer_write(sw_oci_blob_writer *w, const void *data, size_t len,
-			     sw_error **err) SW_WUR;
+                             sw_error **err) SW_WUR;
 /* Bytes written so far. */
 int64_t sw_oci_blob_writer_size(const sw_oci_blob_writer *w);
 /*
@@ -238,19 +238,19 @@ int64_t sw_oci_blob_writer_size(const sw_oci_blob_writer *w);
  * SW_ERR_INVALID and nothing is stored). Frees w in every case.
  */
 int sw_oci_blob_writer_commit(sw_digest *out_digest, int64_t *out_size, sw_oci_blob_writer *w,
-			      const sw_digest *expected, sw_error **err) SW_WUR;
+                              const sw_digest *expected, sw_error **err) SW_WUR;
 void sw_oci_blob_writer_abort(sw_oci_blob_writer *w);
 /* Store bytes in memory as a blob. */
 int sw_oci_store_put_blob(sw_digest *out, sw_oci_store *s, const void *data, size_t len,
-			  sw_error **err) SW_WUR;
+                          sw_error **err) SW_WUR;
 
 /* Point `name` at a manifest (or index) descriptor, replacing an older entry of that name. */
 int sw_oci_store_tag(sw_oci_store *s, const char *name, const sw_oci_descriptor *desc,
-		     sw_error **err) SW_WUR;
+                     sw_error **err) SW_WUR;
 int sw_oci_store_untag(sw_oci_store *s, const char *name, sw_error **err) SW_WUR;
 /* Find the descriptor tagged `name`, or whose digest is `name` ("sha256:..."). */
 int sw_oci_store_resolve(sw_oci_descriptor *out, sw_oci_store *s, const char *name,
-			 sw_error **err) SW_WUR;
+                         sw_error **err) SW_WUR;
 /* All entries of index.json (descriptors with their ref.name annotations). */
 int sw_oci_store_list(sw_oci_index *out, sw_oci_store *s, sw_error **err) SW_WUR;
 
@@ -260,8 +260,8 @@ int sw_oci_store_list(sw_oci_index *out, sw_oci_store *s, sw_error **err) SW_WUR
  * Any out parameter may be NULL.
  */
 int sw_oci_store_load_image(sw_oci_descriptor *out_desc, sw_oci_manifest *out_manifest,
-			    sw_oci_config *out_config, sw_oci_store *s, const char *name,
-			    const sw_oci_platform *want, sw_error **err) SW_WUR;
+                            sw_oci_config *out_config, sw_oci_store *s, const char *name,
+                            const sw_oci_platform *want, sw_error **err) SW_WUR;
 
 /*
  * Copy the image `desc` (a manifest with its config and layers, or an index with everything it
@@ -269,17 +269,17 @@ int sw_oci_store_load_image(sw_oci_descriptor *out_desc, sw_oci_manifest *out_ma
  * (NULL: no tag). Blobs already in `dst` are not copied again.
  */
 int sw_oci_store_copy_image(sw_oci_store *dst, sw_oci_store *src, const sw_oci_descriptor *desc,
-			    const char *name, sw_error **err) SW_WUR;
+                            const char *name, sw_error **err) SW_WUR;
 
 /*
  * Record that blob `d` is known to exist in `registry`/`repository` (for cross-repository
  * mounts) and look such a repository up. The record lives in the store folder.
  */
 int sw_oci_store_note_source(sw_oci_store *s, const sw_digest *d, const char *registry,
-			     const char *repository, sw_error **err) SW_WUR;
+                             const char *repository, sw_error **err) SW_WUR;
 /* A repository of `registry` other than `not_repo` known to hold `d`, or NULL (caller frees). */
 char *sw_oci_store_find_source(sw_oci_store *s, const sw_digest *d, const char *registry,
-			       const char *not_repo);
+                               const char *not_repo);
 
 /* ---------------------------------------------------------------- layers */
 
@@ -313,19 +313,19 @@ typedef struct sw_oci_layer_info {
  * trusted.overlay.opaque (or user.overlay.opaque) xattr "y" get ".wh..wh..opq".
  */
 int sw_oci_layer_write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
-			   const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
+                           const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
 /*
  * Re-pack an existing tarball (any compression libarchive reads) as a layer: entries are copied
  * in their order after validation (no "..", no absolute paths, regular types only).
  */
 int sw_oci_layer_write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_path,
-			   const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
+                           const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
 
 typedef struct sw_oci_apply_opts {
-	uint64_t max_entries;     /* 0: 1,000,000 */
-	uint64_t max_total_bytes; /* 0: 64 GiB */
-	uint64_t max_entry_bytes; /* 0: 16 GiB */
-	bool keep_owners;         /* chown entries (only works as root) */
+	uint64_t max_entries;      /* 0: 1,000,000 */
+	uint64_t max_total_bytes;  /* 0: 64 GiB */
+	uint64_t max_entry_bytes;  /* 0: 16 GiB */
+	bool keep_owners;          /* chown entries (only works as root) */
 	bool whiteouts_as_devices; /* write whiteouts as 0/0 char devices (overlay lower) */
 } sw_oci_apply_opts;
 
@@ -342,9 +342,9 @@ typedef struct sw_oci_apply_stats {
  * Entry count and sizes are bounded. stats may be NULL.
  */
 int sw_oci_layer_apply_fd(sw_oci_apply_stats *stats, const char *rootfs, int fd,
-			  const sw_oci_apply_opts *opts, sw_error **err) SW_WUR;
+                          const sw_oci_apply_opts *opts, sw_error **err) SW_WUR;
 int sw_oci_layer_apply_mem(sw_oci_apply_stats *stats, const char *rootfs, const void *buf,
-			   size_t len, const sw_oci_apply_opts *opts, sw_error **err) SW_WUR;
+                           size_t len, const sw_oci_apply_opts *opts, sw_error **err) SW_WUR;
 
 /* ---------------------------------------------------------------- images */
 
@@ -353,8 +353,8 @@ int sw_oci_layer_apply_mem(sw_oci_apply_stats *stats, const char *rootfs, const 
  * a config for `platform` (NULL: default) and an OCI manifest. Returns the manifest descriptor.
  */
 int sw_oci_image_import(sw_oci_descriptor *out, sw_oci_store *s, const char *tar_path,
-			const char *name, const sw_oci_platform *platform,
-			const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
+                        const char *name, const sw_oci_platform *platform,
+                        const sw_oci_layer_opts *opts, sw_error **err) SW_WUR;
 
 /* ---------------------------------------------------------------- registry client */
 
@@ -366,7 +366,7 @@ typedef struct sw_oci_credentials {
 
 typedef struct sw_oci_registry_opts {
 	sw_http_opts http;
-	const char *docker_config;   /* NULL: $DOCKER_CONFIG/config.json or ~/.docker/config.json */
+	const char *docker_config; /* NULL: $DOCKER_CONFIG/config.json or ~/.docker/config.json */
 	const sw_oci_credentials *credentials; /* slipway's own config; checked first */
 	size_t n_credentials;
 	const char *const *insecure; /* hosts allowed over plain http, NULL-terminated */
@@ -392,7 +392,7 @@ typedef struct sw_oci_registry sw_oci_registry;
  * everything else is https with verification.
  */
 int sw_oci_registry_new(sw_oci_registry **out, const char *host, const sw_oci_registry_opts *opts,
-			sw_error **err) SW_WUR;
+                        sw_error **err) SW_WUR;
 void sw_oci_registry_free(sw_oci_registry *r);
 const sw_oci_transfer_stats *sw_oci_registry_stats(const sw_oci_registry *r);
 
@@ -403,7 +403,7 @@ const sw_oci_transfer_stats *sw_oci_registry_stats(const sw_oci_registry *r);
  * keep their digest). Returns the platform manifest's descriptor.
  */
 int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_store *s,
-			 const sw_oci_ref *ref, const sw_oci_platform *want, sw_error **err) SW_WUR;
+                         const sw_oci_ref *ref, const sw_oci_platform *want, sw_error **err) SW_WUR;
 /*
  * Push the image `desc` (a manifest; an index with its manifests) from the store to `ref`:
  * blobs first (HEAD to skip, mount from another repository when the store knows one, else
@@ -411,17 +411,16 @@ int sw_oci_registry_pull(sw_oci_descriptor *out, sw_oci_registry *r, sw_oci_stor
  * the manifest last with its own Content-Type, by tag (ref->tag) or by digest.
  */
 int sw_oci_registry_push(sw_oci_registry *r, sw_oci_store *s, const sw_oci_descriptor *desc,
-			 const sw_oci_ref *ref, sw_error **err) SW_WUR;
+                         const sw_oci_ref *ref, sw_error **err) SW_WUR;
 /* Fetch a manifest's bytes and descriptor without storing it. */
 int sw_oci_registry_get_manifest(char **out, size_t *out_len, sw_oci_descriptor *out_desc,
-				 sw_oci_registry *r, const sw_oci_ref *ref, sw_error **err) SW_WUR;
+                                 sw_oci_registry *r, const sw_oci_ref *ref, sw_error **err) SW_WUR;
 /*
  * Fetch a small blob (an image config) of ref's repository into memory, verified against
  * `desc` (digest and size); refused past `max` bytes. *out (NUL-terminated) is the caller's.
  */
-int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
-			     const sw_oci_ref *ref, const sw_oci_descriptor *desc, size_t max,
-			     sw_error **err) SW_WUR;
+int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r, const sw_oci_ref *ref,
+                             const sw_oci_descriptor *desc, size_t max, sw_error **err) SW_WUR;
 
 /*
  * Look up credentials for `registry`: slipway's list first, then the Docker config file. When
@@ -429,7 +428,7 @@ int sw_oci_registry_get_blob(char **out, size_t *out_len, sw_oci_registry *r,
  * error naming the file.
  */
 int sw_oci_credentials_lookup(sw_oci_credentials *out, const sw_oci_registry_opts *opts,
-			      const char *registry, sw_error **err) SW_WUR;
+                              const char *registry, sw_error **err) SW_WUR;
 void sw_oci_credentials_clear(sw_oci_credentials *c);
 
 #endif

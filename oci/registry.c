@@ -259,24 +259,6 @@ static int http_fail(sw_error **err, const sw_http_response *resp, const char *f
 	                    "%s: HTTP %ld%s%s", ctx, resp->status, tries, detail);
 }
 
-/* Wait before another attempt: Retry-After when the server gave one (>= 0), else backoff. */
-static void backoff_sleep(const sw_oci_registry *r, int attempt, long retry_after_ms)
-{
-	long base = r->opts.http.backoff_base_ms > 0 ? r->opts.http.backoff_base_ms : 200;
-	long max = r->opts.http.backoff_max_ms > 0 ? r->opts.http.backoff_max_ms : 10000;
-	long ms = base;
-	for (int i = 1; i < attempt && ms < max; i++)
-		ms *= 2;
-	if (ms > max)
-		ms = max;
-	ms = ms / 2 + (long)((unsigned long)random() % (unsigned long)(ms / 2 + 1));
-	if (retry_after_ms >= 0)
-		ms = retry_after_ms < max ? retry_after_ms : max;
-	struct timespec ts = { .tv_sec = ms / 1000, .tv_nsec = (ms % 1000) * 1000000L };
-	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
-		;
-}
-
 /* ---------------------------------------------------------------- requests with auth */
 
 typedef struct reg_call {
@@ -805,7 +787,7 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: blob %s: attempt %d: %s; again from byte %lld",
 		       r->host, repo, desc->digest.s, attempt, sw_error_msg(last), (long long)have);
 		rc = 0;
-		backoff_sleep(r, stalls > 0 ? stalls : 1, retry_after);
+		sw_http_client_backoff(http, stalls > 0 ? stalls : 1, retry_after);
 	}
 	sw_digest got;
 	int64_t size = 0;
@@ -1262,7 +1244,7 @@ static int push_blob(blob_outcome *out, const push_ctx *p, sw_http_client *http,
 		SW_LOG(SW_LOG_DEBUG, "%s/%s: upload of %s failed (%s); new session", r->host,
 		       p->repo, d->digest.s, sw_error_msg(last));
 		sw_error_clear(&last);
-		backoff_sleep(r, session, -1);
+		sw_http_client_backoff(http, session, -1);
 	}
 }
 

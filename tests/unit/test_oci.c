@@ -16,7 +16,7 @@ int main(void)
 {
 	int failed = 0;
 	int (*const groups[])(void) = { test_oci_model_run, test_oci_layer_run, test_oci_store_run,
-					test_oci_registry_run };
+		                        test_oci_registry_run };
 	for (size_t i = 0; i < sizeof(groups) / sizeof(groups[0]); i++) {
 		if (!groups[i]) {
 			fprintf(stderr, "test_oci: group %zu has no tests\n", i);
