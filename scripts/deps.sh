@@ -11,6 +11,7 @@ pkgs=(
 	libzstd-dev zlib1g-dev libcmocka-dev
 	# real components used by the demo and the tests
 	docker-registry skopeo umoci busybox-static apache2-utils python3 curl openssl zstd
+	runc crun docker.io debootstrap iproute2
 )
 
 missing=()
