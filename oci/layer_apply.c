@@ -163,14 +163,14 @@ static void cache_drop(apply_ctx *c)
 /* Explain why `prefix` (a prefix of the entry's parent, relative to fd's folder `comp`) cannot
  * be gone through. */
 static int walk_fail(sw_error **err, int dfd, const char *comp, int errnum, const char *prefix,
-		     const char *entry)
+                     const char *entry)
 {
 	struct stat st;
 	if (fstatat(dfd, comp, &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		if (S_ISLNK(st.st_mode))
 			return entry_fail(err, entry,
-					  "'%s' is a symlink: writing through a symlink is refused",
-					  prefix);
+			                  "'%s' is a symlink: writing through a symlink is refused",
+			                  prefix);
 		if (!S_ISDIR(st.st_mode))
 			return entry_fail(err, entry, "'%s' is not a folder", prefix);
 	}
@@ -184,7 +184,7 @@ static int walk_fail(sw_error **err, int dfd, const char *comp, int errnum, cons
  * *out is an fd the caller closes.
  */
 static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, const char *entry,
-		       sw_error **err)
+                       sw_error **err)
 {
 	*out = -1;
 	if (!*rel) {
@@ -200,9 +200,10 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 		how.flags = O_PATH | O_DIRECTORY | O_CLOEXEC;
 		how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
 		long fd;
+		int tries = 0;
 		do
 			fd = syscall(SYS_openat2, c->rootfd, rel, &how, sizeof(how));
-		while (fd < 0 && (errno == EAGAIN || errno == EINTR));
+		while (fd < 0 && (errno == EAGAIN || errno == EINTR) && ++tries < 16);
 		if (fd >= 0) {
 			*out = (int)fd;
 			return 0;
@@ -211,7 +212,8 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 			c->no_openat2 = true;
 		else if (errno == EXDEV)
 			return entry_fail(err, entry, "'%s' leads outside the target folder", rel);
-		else if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR) {
+		else if (errno != ENOENT && errno != ELOOP && errno != ENOTDIR && errno != EAGAIN &&
+		         errno != EINTR) {
 			cleanup_free char *what = sw_xasprintf("open folder '%s'", rel);
 			return entry_os(err, errno, entry, what);
 		}
@@ -239,7 +241,8 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 			if (mkdirat(fd, comp, 0755) < 0 && errno != EEXIST) {
 				int e = errno;
 				close(fd);
-				cleanup_free char *what = sw_xasprintf("create folder '%s'", prefix);
+				cleanup_free char *what =
+				        sw_xasprintf("create folder '%s'", prefix);
 				return entry_os(err, e, entry, what);
 			}
 			nfd = openat(fd, comp, O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -272,7 +275,7 @@ static int resolve_dir(apply_ctx *c, const char *rel, bool create, int *out, con
 
 /* Like resolve_dir, through a one-entry cache. *out is the caller's to close. */
 static int parent_open(apply_ctx *c, const char *parent, bool create, int *out, const char *entry,
-		       sw_error **err)
+                       sw_error **err)
 {
 	*out = -1;
 	if (c->cache_fd < 0 || strcmp(c->cache_path, parent) != 0) {
@@ -378,7 +381,7 @@ static int rm_tree(apply_ctx *c, int dfd, const char *name, const char *entry, s
 /* Make room for a new entry `base`: remove what is there unless both are folders. *kept says
  * a folder was kept. */
 static int make_room(apply_ctx *c, int pfd, const char *base, bool new_is_dir, bool *kept,
-		     const char *entry, sw_error **err)
+                     const char *entry, sw_error **err)
 {
 	if (kept)
 		*kept = false;
@@ -400,8 +403,7 @@ static int make_room(apply_ctx *c, int pfd, const char *base, bool new_is_dir, b
  * Opaque marker: remove from the folder `dfd` (path `dpath`) everything this layer did not
  * write, going down into the folders it did write into.
  */
-static int opaque_clear(apply_ctx *c, int dfd, const char *dpath, const char *entry,
-			sw_error **err)
+static int opaque_clear(apply_ctx *c, int dfd, const char *dpath, const char *entry, sw_error **err)
 {
 	int fd = openat(dfd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
@@ -416,7 +418,7 @@ static int opaque_clear(apply_ctx *c, int dfd, const char *dpath, const char *en
 	int r = names_read(&l, fd, entry, err);
 	for (size_t i = 0; r == 0 && i < l.n; i++) {
 		cleanup_free char *child =
-			*dpath ? sw_xasprintf("%s/%s", dpath, l.v[i]) : sw_xstrdup(l.v[i]);
+		        *dpath ? sw_xasprintf("%s/%s", dpath, l.v[i]) : sw_xstrdup(l.v[i]);
 		if (!set_has_n(&c->written, child, strlen(child))) {
 			r = rm_tree(c, sub, l.v[i], entry, err);
 			continue;
@@ -440,7 +442,7 @@ static int opaque_clear(apply_ctx *c, int dfd, const char *dpath, const char *en
 /* ---------------------------------------------------------------- metadata */
 
 static int set_owner(apply_ctx *c, int fd, int pfd, const char *base, struct archive_entry *e,
-		     const char *entry, sw_error **err)
+                     const char *entry, sw_error **err)
 {
 	if (!c->keep_owners)
 		return 0;
@@ -449,14 +451,14 @@ static int set_owner(apply_ctx *c, int fd, int pfd, const char *base, struct arc
 	int r = fd >= 0 ? fchown(fd, uid, gid) : fchownat(pfd, base, uid, gid, AT_SYMLINK_NOFOLLOW);
 	if (r < 0) {
 		cleanup_free char *what =
-			sw_xasprintf("chown to %lu:%lu", (unsigned long)uid, (unsigned long)gid);
+		        sw_xasprintf("chown to %lu:%lu", (unsigned long)uid, (unsigned long)gid);
 		return entry_os(err, errno, entry, what);
 	}
 	return 0;
 }
 
 static int set_xattrs(int fd, int pfd, const char *base, struct archive_entry *e, bool plain,
-		      const char *entry, sw_error **err)
+                      const char *entry, sw_error **err)
 {
 	if (archive_entry_xattr_reset(e) == 0)
 		return 0;
@@ -510,7 +512,7 @@ static void entry_times(struct archive_entry *e, struct timespec ts[2])
 /* ---------------------------------------------------------------- entries */
 
 static int write_data(apply_ctx *c, struct archive *a, int fd, int64_t size, const char *entry,
-		      sw_error **err)
+                      sw_error **err)
 {
 	int64_t end = 0;
 	for (;;) {
@@ -521,12 +523,12 @@ static int write_data(apply_ctx *c, struct archive *a, int fd, int64_t size, con
 		if (ar == ARCHIVE_EOF)
 			break;
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN)
-			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(a),
-					    "layer entry '%s': read: %s", entry,
-					    archive_error_string(a));
+			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE,
+			                    archive_errno(a), "layer entry '%s': read: %s", entry,
+			                    archive_error_string(a));
 		if (off < 0 || (uint64_t)off + len > (uint64_t)size)
 			return entry_fail(err, entry, "more data than its declared %lld bytes",
-					  (long long)size);
+			                  (long long)size);
 		const char *p = buf;
 		while (len > 0) {
 			ssize_t n = pwrite(fd, p, len, off);
@@ -549,13 +551,13 @@ static int write_data(apply_ctx *c, struct archive *a, int fd, int64_t size, con
 }
 
 static int apply_file(apply_ctx *c, struct archive *a, struct archive_entry *e, int pfd,
-		      const char *base, const char *entry, sw_error **err)
+                      const char *base, const char *entry, sw_error **err)
 {
 	int r = make_room(c, pfd, base, false, NULL, entry, err);
 	if (r < 0)
 		return r;
 	cleanup_close int fd =
-		openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	        openat(pfd, base, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0)
 		return entry_os(err, errno, entry, "create");
 	int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
@@ -575,7 +577,7 @@ static int apply_file(apply_ctx *c, struct archive *a, struct archive_entry *e, 
 }
 
 static int apply_dir(apply_ctx *c, struct archive_entry *e, int pfd, const char *base,
-		     const char *path, const char *entry, sw_error **err)
+                     const char *path, const char *entry, sw_error **err)
 {
 	bool kept = false;
 	int r = make_room(c, pfd, base, true, &kept, entry, err);
@@ -606,7 +608,7 @@ static int apply_dir(apply_ctx *c, struct archive_entry *e, int pfd, const char 
 }
 
 static int apply_symlink(apply_ctx *c, struct archive_entry *e, int pfd, const char *base,
-			 const char *entry, sw_error **err)
+                         const char *entry, sw_error **err)
 {
 	const char *target = archive_entry_symlink(e);
 	if (!target || !*target)
@@ -628,21 +630,22 @@ static int apply_symlink(apply_ctx *c, struct archive_entry *e, int pfd, const c
 }
 
 static int apply_node(apply_ctx *c, struct archive_entry *e, int pfd, const char *base,
-		      const char *entry, sw_error **err)
+                      const char *entry, sw_error **err)
 {
 	mode_t type = archive_entry_filetype(e);
 	mode_t kind = type == AE_IFCHR ? S_IFCHR : type == AE_IFBLK ? S_IFBLK : S_IFIFO;
-	dev_t dev = kind == S_IFIFO ? 0
-				    : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
+	dev_t dev = kind == S_IFIFO
+	                    ? 0
+	                    : makedev(archive_entry_rdevmajor(e), archive_entry_rdevminor(e));
 	int r = make_room(c, pfd, base, false, NULL, entry, err);
 	if (r < 0)
 		return r;
 	if (mknodat(pfd, base, kind | 0600, dev) < 0) {
 		if (errno == EPERM && kind != S_IFIFO)
 			return sw_error_os(err, errno,
-					   "layer entry '%s': creating a device node needs root "
-					   "(CAP_MKNOD)",
-					   entry);
+			                   "layer entry '%s': creating a device node needs root "
+			                   "(CAP_MKNOD)",
+			                   entry);
 		return entry_os(err, errno, entry, "create node");
 	}
 	if ((r = set_owner(c, -1, pfd, base, e, entry, err)) < 0)
@@ -667,7 +670,7 @@ static void split_path(const char *path, char **parent, const char **base)
 }
 
 static int apply_hardlink(apply_ctx *c, const char *link, const char *path, const char *entry,
-			  sw_error **err)
+                          sw_error **err)
 {
 	cleanup_free char *target = NULL;
 	int r = sw_oci__layer_path_clean(&target, link, "hard link target", err);
@@ -690,7 +693,7 @@ static int apply_hardlink(apply_ctx *c, const char *link, const char *path, cons
 	if (fstatat(tpfd, tbase, &tst, AT_SYMLINK_NOFOLLOW) < 0) {
 		if (errno == ENOENT)
 			return entry_fail(err, entry, "hard link target '%s' does not exist",
-					  target);
+			                  target);
 		cleanup_free char *what = sw_xasprintf("stat hard link target '%s'", target);
 		return entry_os(err, errno, entry, what);
 	}
@@ -717,7 +720,7 @@ static int apply_hardlink(apply_ctx *c, const char *link, const char *path, cons
 }
 
 static int apply_whiteout(apply_ctx *c, const char *parent, const char *base, const char *entry,
-			  sw_error **err)
+                          sw_error **err)
 {
 	bool opaque = strcmp(base, OPAQUE_MARKER) == 0;
 	if (!opaque && strncmp(base, WHITEOUT_META_PREFIX, strlen(WHITEOUT_META_PREFIX)) == 0) {
@@ -744,8 +747,8 @@ static int apply_whiteout(apply_ctx *c, const char *parent, const char *base, co
 			return entry_os(err, errno, entry, "open the opaque folder");
 		if (fsetxattr(fd, "trusted.overlay.opaque", "y", 1, 0) < 0)
 			return entry_os(err, errno, entry,
-					"set trusted.overlay.opaque (needs root and a file "
-					"system with trusted xattrs)");
+			                "set trusted.overlay.opaque (needs root and a file "
+			                "system with trusted xattrs)");
 		return 0;
 	}
 	if ((r = rm_tree(c, pfd, name, entry, err)) < 0)
@@ -754,24 +757,24 @@ static int apply_whiteout(apply_ctx *c, const char *parent, const char *base, co
 		return 0;
 	if (mknodat(pfd, name, S_IFCHR | 0, makedev(0, 0)) < 0)
 		return entry_os(err, errno, entry,
-				"create an overlay whiteout device (needs root, CAP_MKNOD)");
+		                "create an overlay whiteout device (needs root, CAP_MKNOD)");
 	cleanup_free char *wpath = *parent ? sw_xasprintf("%s/%s", parent, name) : sw_xstrdup(name);
 	set_add_with_parents(&c->written, wpath);
 	return 0;
 }
 
-static int apply_entry(apply_ctx *c, struct archive *a, struct archive_entry *e,
-		       const char *entry, sw_error **err)
+static int apply_entry(apply_ctx *c, struct archive *a, struct archive_entry *e, const char *entry,
+                       sw_error **err)
 {
 	int64_t size = archive_entry_size_is_set(e) ? archive_entry_size(e) : 0;
 	if (size < 0)
 		return entry_fail(err, entry, "negative size");
 	if ((uint64_t)size > c->max_entry)
 		return entry_fail(err, entry, "%lld bytes exceed the limit of %llu bytes per entry",
-				  (long long)size, (unsigned long long)c->max_entry);
+		                  (long long)size, (unsigned long long)c->max_entry);
 	if ((uint64_t)size > c->max_total - c->total)
 		return entry_fail(err, entry, "the layer's content exceeds the limit of %llu bytes",
-				  (unsigned long long)c->max_total);
+		                  (unsigned long long)c->max_total);
 	c->total += (uint64_t)size;
 
 	cleanup_free char *path = NULL;
@@ -865,10 +868,11 @@ static int apply_archive(apply_ctx *c, struct archive *a, sw_error **err)
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
 			if (last)
 				return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE,
-						    archive_errno(a), "read the entry after '%s': %s",
-						    last, archive_error_string(a));
-			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(a),
-					    "read: %s", archive_error_string(a));
+				                    archive_errno(a),
+				                    "read the entry after '%s': %s", last,
+				                    archive_error_string(a));
+			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE,
+			                    archive_errno(a), "read: %s", archive_error_string(a));
 		}
 		const char *entry = archive_entry_pathname(e);
 		if (!entry)
@@ -876,7 +880,7 @@ static int apply_archive(apply_ctx *c, struct archive *a, sw_error **err)
 		c->st.entries++;
 		if (c->st.entries > c->max_entries)
 			return entry_fail(err, entry, "the layer has more than %llu entries",
-					  (unsigned long long)c->max_entries);
+			                  (unsigned long long)c->max_entries);
 		int r = apply_entry(c, a, e, entry, err);
 		if (r < 0)
 			return r;
@@ -887,7 +891,7 @@ static int apply_archive(apply_ctx *c, struct archive *a, sw_error **err)
 }
 
 static int apply_run(sw_oci_apply_stats *stats, const char *rootfs, struct archive *a,
-		     const sw_oci_apply_opts *opts, sw_error **err)
+                     const sw_oci_apply_opts *opts, sw_error **err)
 {
 	apply_ctx c;
 	memset(&c, 0, sizeof(c));
@@ -935,7 +939,7 @@ static la_ssize_t fd_read_cb(struct archive *a, void *payload, const void **out)
 }
 
 int sw_oci_layer_apply_fd(sw_oci_apply_stats *stats, const char *rootfs, int fd,
-			  const sw_oci_apply_opts *opts, sw_error **err)
+                          const sw_oci_apply_opts *opts, sw_error **err)
 {
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
@@ -944,7 +948,7 @@ int sw_oci_layer_apply_fd(sw_oci_apply_stats *stats, const char *rootfs, int fd,
 	int r;
 	if (archive_read_open(a, &src, NULL, fd_read_cb, NULL) != ARCHIVE_OK)
 		r = sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(a),
-				 "read: %s", archive_error_string(a));
+		                 "read: %s", archive_error_string(a));
 	else
 		r = apply_run(stats, rootfs, a, opts, err);
 	archive_read_free(a);
@@ -955,7 +959,7 @@ int sw_oci_layer_apply_fd(sw_oci_apply_stats *stats, const char *rootfs, int fd,
 }
 
 int sw_oci_layer_apply_mem(sw_oci_apply_stats *stats, const char *rootfs, const void *buf,
-			   size_t len, const sw_oci_apply_opts *opts, sw_error **err)
+                           size_t len, const sw_oci_apply_opts *opts, sw_error **err)
 {
 	if (stats)
 		memset(stats, 0, sizeof(*stats));
@@ -963,7 +967,7 @@ int sw_oci_layer_apply_mem(sw_oci_apply_stats *stats, const char *rootfs, const 
 	int r;
 	if (archive_read_open_memory(a, buf, len) != ARCHIVE_OK)
 		r = sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(a),
-				 "read: %s", archive_error_string(a));
+		                 "read: %s", archive_error_string(a));
 	else
 		r = apply_run(stats, rootfs, a, opts, err);
 	archive_read_free(a);

@@ -34,8 +34,8 @@ int sw_oci__layer_path_clean(char **out, const char *name, const char *what, sw_
 	if (!name || !*name)
 		return sw_error_set(err, SW_ERR_INVALID, "%s with an empty name", what);
 	if (name[0] == '/')
-		return sw_error_set(err, SW_ERR_INVALID, "%s '%s': absolute paths are refused", what,
-				    name);
+		return sw_error_set(err, SW_ERR_INVALID, "%s '%s': absolute paths are refused",
+		                    what, name);
 	size_t n = strlen(name);
 	char *res = sw_xmalloc(n + 1);
 	size_t len = 0;
@@ -46,7 +46,7 @@ int sw_oci__layer_path_clean(char **out, const char *name, const char *what, sw_
 		if (cl == 2 && p[0] == '.' && p[1] == '.') {
 			free(res);
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "%s '%s': '..' components are refused", what, name);
+			                    "%s '%s': '..' components are refused", what, name);
 		}
 		if (cl > 0 && !(cl == 1 && p[0] == '.')) {
 			if (len)
@@ -446,11 +446,11 @@ static int sink_feed(layer_sink *s, const void *data, size_t len, bool finish)
 		for (;;) {
 			ZSTD_outBuffer ob = { s->out, SW_OCI__LAYER_BUF, s->out_len };
 			size_t zr = ZSTD_compressStream2(s->zc, &ob, &in,
-							 finish ? ZSTD_e_end : ZSTD_e_continue);
+			                                 finish ? ZSTD_e_end : ZSTD_e_continue);
 			s->out_len = ob.pos;
 			if (ZSTD_isError(zr)) {
 				sw_error_set(&s->err, SW_ERR_GENERIC, "zstd compression failed: %s",
-					     ZSTD_getErrorName(zr));
+				             ZSTD_getErrorName(zr));
 				return -1;
 			}
 			if (s->out_len == SW_OCI__LAYER_BUF && sink_flush(s) < 0)
@@ -488,7 +488,7 @@ static void sink_clear(layer_sink *s)
 }
 
 static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts *opts,
-		     sw_error **err)
+                     sw_error **err)
 {
 	memset(s, 0, sizeof(*s));
 	s->comp = opts->compression;
@@ -501,7 +501,7 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 			level = Z_DEFAULT_COMPRESSION;
 		else if (level < 1 || level > 9)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "gzip level %d is out of range (1-9)", level);
+			                    "gzip level %d is out of range (1-9)", level);
 		s->gz = gz_par_new(level);
 		if (!s->gz)
 			return sw_error_set(err, SW_ERR_GENERIC, "cannot start gzip compression");
@@ -511,8 +511,8 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 			level = ZSTD_CLEVEL_DEFAULT;
 		else if (level < ZSTD_minCLevel() || level > ZSTD_maxCLevel())
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "zstd level %d is out of range (%d-%d)", level,
-					    ZSTD_minCLevel(), ZSTD_maxCLevel());
+			                    "zstd level %d is out of range (%d-%d)", level,
+			                    ZSTD_minCLevel(), ZSTD_maxCLevel());
 		s->zc = ZSTD_createCCtx();
 		if (!s->zc)
 			abort();
@@ -527,7 +527,7 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 	}
 	default:
 		return sw_error_set(err, SW_ERR_INVALID, "unknown layer compression %d",
-				    (int)s->comp);
+		                    (int)s->comp);
 	}
 	s->tar_hash = sw_oci_hasher_new();
 	s->out = sw_xmalloc(SW_OCI__LAYER_BUF);
@@ -541,7 +541,7 @@ static int sink_init(layer_sink *s, sw_oci_store *store, const sw_oci_layer_opts
 
 /* Hand the pipeline's own error out, else describe libarchive's. */
 static int archive_fail(sw_error **err, layer_sink *s, struct archive *a, const char *action,
-			const char *name)
+                        const char *name)
 {
 	if (s->err) {
 		int code = s->err->code;
@@ -552,9 +552,9 @@ static int archive_fail(sw_error **err, layer_sink *s, struct archive *a, const 
 	const char *msg = archive_error_string(a) ? archive_error_string(a) : "unknown error";
 	if (name)
 		return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_ARCHIVE, archive_errno(a),
-				    "%s of '%s': %s", action, name, msg);
+		                    "%s of '%s': %s", action, name, msg);
 	return sw_error_lib(err, SW_ERR_GENERIC, SW_ERRSRC_ARCHIVE, archive_errno(a), "%s: %s",
-			    action, msg);
+	                    action, msg);
 }
 
 static struct archive *tar_writer_new(layer_sink *s)
@@ -586,8 +586,8 @@ static const char *media_type_of(sw_oci_compression c)
 }
 
 /* Close the tar, flush the compressor and store the blob. */
-static int sink_finish(sw_oci_layer_info *out, layer_sink *s, struct archive *a,
-		       uint64_t entries, sw_error **err)
+static int sink_finish(sw_oci_layer_info *out, layer_sink *s, struct archive *a, uint64_t entries,
+                       sw_error **err)
 {
 	if (archive_write_close(a) != ARCHIVE_OK)
 		return archive_fail(err, s, a, "finish the tar", NULL);
@@ -624,7 +624,8 @@ static int64_t clamp_mtime(int64_t t, const sw_oci_layer_opts *opts)
 	return t;
 }
 
-/* ---------------------------------------------------------------- hard links: (dev, ino) -> path */
+/* ---------------------------------------------------------------- hard links: (dev, ino) -> path
+ */
 
 typedef struct link_slot {
 	dev_t dev;
@@ -742,7 +743,7 @@ static int str_ptr_cmp(const void *a, const void *b)
  * (may be NULL) is set when an overlay opaque xattr says "y".
  */
 static int xattrs_read(walk_ctx *c, int fd, const char *path, bool *opaque, const char *display,
-		       sw_error **err)
+                       sw_error **err)
 {
 	if (opaque)
 		*opaque = false;
@@ -776,10 +777,10 @@ static int xattrs_read(walk_ctx *c, int fd, const char *path, bool *opaque, cons
 		if (!*name)
 			continue;
 		if (opaque && (strcmp(name, "trusted.overlay.opaque") == 0 ||
-			       strcmp(name, "user.overlay.opaque") == 0)) {
+		               strcmp(name, "user.overlay.opaque") == 0)) {
 			char v[2];
 			ssize_t vl = fd >= 0 ? fgetxattr(fd, name, v, sizeof(v))
-					     : lgetxattr(path, name, v, sizeof(v));
+			                     : lgetxattr(path, name, v, sizeof(v));
 			if (vl == 1 && v[0] == 'y')
 				*opaque = true;
 		}
@@ -792,13 +793,13 @@ static int xattrs_read(walk_ctx *c, int fd, const char *path, bool *opaque, cons
 		ssize_t vl;
 		for (;;) {
 			vl = fd >= 0 ? fgetxattr(fd, names[i], NULL, 0)
-				     : lgetxattr(path, names[i], NULL, 0);
+			             : lgetxattr(path, names[i], NULL, 0);
 			if (vl < 0)
 				break;
 			free(val);
 			val = sw_xmalloc((size_t)vl + 1);
 			vl = fd >= 0 ? fgetxattr(fd, names[i], val, (size_t)vl)
-				     : lgetxattr(path, names[i], val, (size_t)vl);
+			             : lgetxattr(path, names[i], val, (size_t)vl);
 			if (vl >= 0 || errno != ERANGE)
 				break;
 		}
@@ -848,7 +849,7 @@ static int copy_file_data(walk_ctx *c, int fd, int64_t size, const char *path, s
 		}
 		if (n == 0)
 			return sw_error_set(err, SW_ERR_GENERIC,
-					    "'%s' shrank while it was being read", path);
+			                    "'%s' shrank while it was being read", path);
 		if (archive_write_data(c->a, c->buf, (size_t)n) < 0)
 			return archive_fail(err, c->sink, c->a, "write data", path);
 		left -= n;
@@ -905,9 +906,8 @@ static int walk_entry(walk_ctx *c, int dfd, const char *rel, const dent *de, sw_
 
 	cleanup_free char *full = NULL;
 	if (type == S_IFREG) {
-		cleanup_close int fd = openat(dfd, de->name,
-					      O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY |
-						      O_CLOEXEC);
+		cleanup_close int fd = openat(
+		        dfd, de->name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 		if (fd < 0)
 			return sw_error_os(err, errno, "open '%s'", path);
 		struct stat fst;
@@ -915,7 +915,7 @@ static int walk_entry(walk_ctx *c, int dfd, const char *rel, const dent *de, sw_
 			return sw_error_os(err, errno, "stat '%s'", path);
 		if (!S_ISREG(fst.st_mode) || fst.st_ino != st.st_ino)
 			return sw_error_set(err, SW_ERR_GENERIC,
-					    "'%s' changed while the layer was being written", path);
+			                    "'%s' changed while the layer was being written", path);
 		(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
 		entry_common(c, path, &fst);
 		archive_entry_set_filetype(c->e, AE_IFREG);
@@ -935,7 +935,8 @@ static int walk_entry(walk_ctx *c, int dfd, const char *rel, const dent *de, sw_
 		cleanup_free char *dpath = sw_xasprintf("%s/", path);
 		entry_common(c, dpath, &st);
 		archive_entry_set_filetype(c->e, AE_IFDIR);
-		int r = xattrs_read(c, fd, NULL, c->opts->overlay_upper ? &opaque : NULL, path, err);
+		int r = xattrs_read(c, fd, NULL, c->opts->overlay_upper ? &opaque : NULL, path,
+		                    err);
 		if (r == 0)
 			r = write_header(c, dpath, err);
 		if (r == 0 && opaque) {
@@ -1019,9 +1020,9 @@ static int walk_dir(walk_ctx *c, int dfd, const char *rel, sw_error **err)
 			x->rank = 1;
 		} else {
 			x->tar_name = sw_xstrdup(de->d_name);
-			x->rank = strcmp(x->name, OPAQUE_MARKER) == 0		   ? 0
-				  : strncmp(x->name, WHITEOUT_PREFIX, 4) == 0 ? 1
-									     : 2;
+			x->rank = strcmp(x->name, OPAQUE_MARKER) == 0         ? 0
+			          : strncmp(x->name, WHITEOUT_PREFIX, 4) == 0 ? 1
+			                                                      : 2;
 		}
 	}
 	if (r == 0 && n > 1)
@@ -1034,7 +1035,7 @@ static int walk_dir(walk_ctx *c, int dfd, const char *rel, sw_error **err)
 }
 
 static int write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
-		     const sw_oci_layer_opts *opts, sw_error **err)
+                     const sw_oci_layer_opts *opts, sw_error **err)
 {
 	int rootfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
@@ -1060,7 +1061,8 @@ static int write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
 		struct stat st;
 		r = xattrs_read(&c, rootfd, NULL, &opaque, ".", err);
 		if (r == 0 && opaque && fstat(rootfd, &st) == 0)
-			r = write_marker(&c, OPAQUE_MARKER, clamp_mtime(st.st_mtim.tv_sec, opts), err);
+			r = write_marker(&c, OPAQUE_MARKER, clamp_mtime(st.st_mtim.tv_sec, opts),
+			                 err);
 	}
 	if (r == 0)
 		r = walk_dir(&c, rootfd, "", err);
@@ -1079,7 +1081,7 @@ static int write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
 }
 
 int sw_oci_layer_write_dir(sw_oci_layer_info *out, sw_oci_store *s, const char *dir,
-			   const sw_oci_layer_opts *opts, sw_error **err)
+                           const sw_oci_layer_opts *opts, sw_error **err)
 {
 	if (out)
 		memset(out, 0, sizeof(*out));
@@ -1107,8 +1109,8 @@ static bool xattr_already(struct archive_entry *e, const char *name)
 
 /* Copy one input entry (already read) into the output layer. */
 static int repack_entry(layer_sink *sink, struct archive *out, struct archive_entry *oe,
-			struct archive *in, struct archive_entry *ie, const char *path,
-			const sw_oci_layer_opts *opts, unsigned char *buf, sw_error **err)
+                        struct archive *in, struct archive_entry *ie, const char *path,
+                        const sw_oci_layer_opts *opts, unsigned char *buf, sw_error **err)
 {
 	const char *raw = archive_entry_pathname(ie);
 	mode_t type = archive_entry_filetype(ie);
@@ -1127,7 +1129,7 @@ static int repack_entry(layer_sink *sink, struct archive *out, struct archive_en
 			return sw_error_wrap(err, "entry '%s'", raw);
 		if (!*target)
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "entry '%s': hard link to the root folder", raw);
+			                    "entry '%s': hard link to the root folder", raw);
 		archive_entry_copy_pathname(oe, path);
 		archive_entry_set_filetype(oe, AE_IFREG);
 		archive_entry_copy_hardlink(oe, target);
@@ -1149,7 +1151,7 @@ static int repack_entry(layer_sink *sink, struct archive *out, struct archive_en
 		case AE_IFLNK:
 			if (!archive_entry_symlink(ie))
 				return sw_error_set(err, SW_ERR_INVALID,
-						    "entry '%s': symlink without a target", raw);
+				                    "entry '%s': symlink without a target", raw);
 			archive_entry_copy_pathname(oe, path);
 			archive_entry_set_filetype(oe, AE_IFLNK);
 			archive_entry_copy_symlink(oe, archive_entry_symlink(ie));
@@ -1167,8 +1169,8 @@ static int repack_entry(layer_sink *sink, struct archive *out, struct archive_en
 			break;
 		default:
 			return sw_error_set(err, SW_ERR_INVALID,
-					    "entry '%s': unsupported entry type 0%o", raw,
-					    (unsigned)type);
+			                    "entry '%s': unsupported entry type 0%o", raw,
+			                    (unsigned)type);
 		}
 	}
 	const char *xn;
@@ -1190,21 +1192,22 @@ static int repack_entry(layer_sink *sink, struct archive *out, struct archive_en
 		if (n == 0)
 			return 0;
 		if (n < 0)
-			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(in),
-					    "read entry '%s': %s", raw, archive_error_string(in));
+			return sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE,
+			                    archive_errno(in), "read entry '%s': %s", raw,
+			                    archive_error_string(in));
 		if (archive_write_data(out, buf, (size_t)n) < 0)
 			return archive_fail(err, sink, out, "write data", path);
 	}
 }
 
 static int write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_path,
-		     const sw_oci_layer_opts *opts, sw_error **err)
+                     const sw_oci_layer_opts *opts, sw_error **err)
 {
 	struct archive *in = sw_oci__layer_reader_new();
 	if (archive_read_open_filename(in, tar_path, SW_OCI__LAYER_BUF) != ARCHIVE_OK) {
 		int e = archive_errno(in);
 		int r = sw_error_lib(err, e == ENOENT ? SW_ERR_NOT_FOUND : SW_ERR_GENERIC,
-				     SW_ERRSRC_ARCHIVE, e, "open: %s", archive_error_string(in));
+		                     SW_ERRSRC_ARCHIVE, e, "open: %s", archive_error_string(in));
 		archive_read_free(in);
 		return r;
 	}
@@ -1225,7 +1228,7 @@ static int write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_pa
 			break;
 		if (ar != ARCHIVE_OK && ar != ARCHIVE_WARN) {
 			r = sw_error_lib(err, SW_ERR_INVALID, SW_ERRSRC_ARCHIVE, archive_errno(in),
-					 "read: %s", archive_error_string(in));
+			                 "read: %s", archive_error_string(in));
 			break;
 		}
 		cleanup_free char *path = NULL;
@@ -1251,7 +1254,7 @@ static int write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_pa
 }
 
 int sw_oci_layer_write_tar(sw_oci_layer_info *out, sw_oci_store *s, const char *tar_path,
-			   const sw_oci_layer_opts *opts, sw_error **err)
+                           const sw_oci_layer_opts *opts, sw_error **err)
 {
 	if (out)
 		memset(out, 0, sizeof(*out));

@@ -69,13 +69,13 @@ static int teardown(void **state)
 
 /* ---------------------------------------------------------------- helpers */
 
-#define CHECK_OK(expr)                                                                             \
-	do {                                                                                       \
-		sw_error *check_err_ = NULL;                                                       \
-		int check_r_ = (expr);                                                             \
-		if (check_r_ < 0)                                                                  \
-			fail_msg("%s: %s", #expr, sw_error_msg(check_err_));                       \
-		sw_error_free(check_err_);                                                         \
+#define CHECK_OK(expr)                                                       \
+	do {                                                                 \
+		sw_error *check_err_ = NULL;                                 \
+		int check_r_ = (expr);                                       \
+		if (check_r_ < 0)                                            \
+			fail_msg("%s: %s", #expr, sw_error_msg(check_err_)); \
+		sw_error_free(check_err_);                                   \
 	} while (0)
 
 static char *P(const fixture *f, const char *rel)
@@ -147,19 +147,19 @@ static void dump_entry(dumper *d, const char *root, const char *rel)
 	struct stat st;
 	assert_int_equal(lstat(full, &st), 0);
 	char type = S_ISDIR(st.st_mode)    ? 'd'
-		    : S_ISREG(st.st_mode)  ? 'f'
-		    : S_ISLNK(st.st_mode)  ? 'l'
-		    : S_ISCHR(st.st_mode)  ? 'c'
-		    : S_ISBLK(st.st_mode)  ? 'b'
-		    : S_ISFIFO(st.st_mode) ? 'p'
-					   : '?';
+	            : S_ISREG(st.st_mode)  ? 'f'
+	            : S_ISLNK(st.st_mode)  ? 'l'
+	            : S_ISCHR(st.st_mode)  ? 'c'
+	            : S_ISBLK(st.st_mode)  ? 'b'
+	            : S_ISFIFO(st.st_mode) ? 'p'
+	                                   : '?';
 	sw_error *err = NULL;
 	assert_int_equal(sw_buf_printf(&d->out, &err, "%s %c %04o %u:%u", rel, type,
-				       (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
-				       (unsigned)st.st_gid),
-			 0);
+	                               (unsigned)(st.st_mode & 07777), (unsigned)st.st_uid,
+	                               (unsigned)st.st_gid),
+	                 0);
 	assert_int_equal(sw_buf_printf(&d->out, &err, " mtime=%lld", (long long)st.st_mtim.tv_sec),
-			 0);
+	                 0);
 	if (type == 'f') {
 		cleanup_free char *data = NULL;
 		size_t len = 0;
@@ -177,8 +177,8 @@ static void dump_entry(dumper *d, const char *root, const char *rel)
 	}
 	if (type == 'c' || type == 'b')
 		assert_int_equal(sw_buf_printf(&d->out, &err, " dev=%u:%u", major(st.st_rdev),
-					       minor(st.st_rdev)),
-				 0);
+		                               minor(st.st_rdev)),
+		                 0);
 	char names[4096];
 	ssize_t nl = llistxattr(full, names, sizeof(names));
 	if (nl > 0) {
@@ -196,9 +196,9 @@ static void dump_entry(dumper *d, const char *root, const char *rel)
 			assert_true(vl >= 0);
 			assert_int_equal(sw_buf_printf(&d->out, &err, " x:%s=%zd", v[i], vl), 0);
 			for (ssize_t k = 0; k < vl; k++)
-				assert_int_equal(sw_buf_printf(&d->out, &err, "%02x",
-							       (unsigned char)val[k]),
-						 0);
+				assert_int_equal(
+				        sw_buf_printf(&d->out, &err, "%02x", (unsigned char)val[k]),
+				        0);
 		}
 	}
 	if (type != 'd' && st.st_nlink > 1) {
@@ -237,7 +237,8 @@ static void dump_dir(dumper *d, const char *root, const char *rel)
 	if (n > 1)
 		qsort(names, n, sizeof(*names), name_cmp);
 	for (size_t i = 0; i < n; i++) {
-		cleanup_free char *child = *rel ? sw_path_join(rel, names[i]) : sw_xstrdup(names[i]);
+		cleanup_free char *child =
+		        *rel ? sw_path_join(rel, names[i]) : sw_xstrdup(names[i]);
 		if (!(d->exclude && strcmp(child, d->exclude) == 0))
 			dump_entry(d, root, child);
 		free(names[i]);
@@ -268,7 +269,7 @@ static char *blob_list(fixture *f, const sw_oci_layer_info *info)
 	cleanup_free char *blob = NULL;
 	size_t len = 0;
 	CHECK_OK(sw_oci_store_read_blob(&blob, &len, f->store, &info->blob_digest, (size_t)1 << 30,
-					&check_err_));
+	                                &check_err_));
 	assert_int_equal((int64_t)len, info->blob_size);
 	sw_digest d;
 	sw_oci_digest_bytes(&d, blob, len);
@@ -302,21 +303,21 @@ static char *blob_list(fixture *f, const sw_oci_layer_info *info)
 		count++;
 		mode_t t = archive_entry_filetype(e);
 		char type = archive_entry_hardlink(e) ? 'h'
-			    : t == AE_IFDIR	      ? 'd'
-			    : t == AE_IFREG	      ? 'f'
-			    : t == AE_IFLNK	      ? 'l'
-			    : t == AE_IFCHR	      ? 'c'
-			    : t == AE_IFBLK	      ? 'b'
-			    : t == AE_IFIFO	      ? 'p'
-						      : '?';
-		assert_int_equal(sw_buf_printf(&out, &err, "%s %c %04o %lld", archive_entry_pathname(e),
-					       type, (unsigned)archive_entry_perm(e),
-					       (long long)archive_entry_size(e)),
-				 0);
+		            : t == AE_IFDIR           ? 'd'
+		            : t == AE_IFREG           ? 'f'
+		            : t == AE_IFLNK           ? 'l'
+		            : t == AE_IFCHR           ? 'c'
+		            : t == AE_IFBLK           ? 'b'
+		            : t == AE_IFIFO           ? 'p'
+		                                      : '?';
+		assert_int_equal(sw_buf_printf(&out, &err, "%s %c %04o %lld",
+		                               archive_entry_pathname(e), type,
+		                               (unsigned)archive_entry_perm(e),
+		                               (long long)archive_entry_size(e)),
+		                 0);
 		if (archive_entry_hardlink(e))
-			assert_int_equal(sw_buf_printf(&out, &err, " -> %s",
-						       archive_entry_hardlink(e)),
-					 0);
+			assert_int_equal(
+			        sw_buf_printf(&out, &err, " -> %s", archive_entry_hardlink(e)), 0);
 		const char *xn;
 		const void *xv;
 		size_t xl;
@@ -333,7 +334,7 @@ static char *blob_list(fixture *f, const sw_oci_layer_info *info)
 }
 
 static void apply_blob(fixture *f, const sw_oci_layer_info *info, const char *dest,
-		       const sw_oci_apply_opts *opts, sw_oci_apply_stats *stats)
+                       const sw_oci_apply_opts *opts, sw_oci_apply_stats *stats)
 {
 	int fd = -1;
 	int64_t size = 0;
@@ -481,7 +482,7 @@ static bool make_tree(const char *dir)
 	put_file(dir, "big.bin", data, big, 0600);
 	put_file(dir, "caf\xc3\xa9", "utf-8 name", 10, 0644);
 	const char *longname = "a-rather-long-folder-name-to-go-past-the-ustar-limit-of-one-"
-			       "hundred-bytes-in-the-name-field";
+	                       "hundred-bytes-in-the-name-field";
 	put_dir(dir, longname, 0755);
 	cleanup_free char *longfile = sw_path_join(longname, "and-a-long-file-name-inside-it.txt");
 	put_file(dir, longfile, "long", 4, 0644);
@@ -502,8 +503,8 @@ static bool make_tree(const char *dir)
 		assert_int_equal(lchown(l1, 42, 43), 0);
 		/* after chown, which clears capabilities */
 		assert_int_equal(setxattr(tool, "security.capability", cap_net_bind,
-					  sizeof(cap_net_bind), 0),
-				 0);
+		                          sizeof(cap_net_bind), 0),
+		                 0);
 		if (xattrs) {
 			cleanup_free char *t = sw_path_join(dir, "etc/shadow");
 			assert_int_equal(setxattr(t, "trusted.kept", "t", 1, 0), 0);
@@ -527,7 +528,7 @@ static void test_oci__layer_roundtrip_every_kind(void **state)
 	cleanup_free char *before = dump_tree(src, "run/sock.skipped");
 
 	const sw_oci_compression comps[] = { SW_OCI_COMPRESS_GZIP, SW_OCI_COMPRESS_ZSTD,
-					     SW_OCI_COMPRESS_NONE };
+		                             SW_OCI_COMPRESS_NONE };
 	const char *mts[] = { SW_OCI_MT_LAYER_GZIP, SW_OCI_MT_LAYER_ZSTD, SW_OCI_MT_LAYER };
 	for (size_t i = 0; i < SW_ARRAY_SIZE(comps); i++) {
 		sw_oci_layer_opts opts = { .compression = comps[i], .source_date_epoch = -1 };
@@ -544,11 +545,11 @@ static void test_oci__layer_roundtrip_every_kind(void **state)
 		/* sorted, folders before their content, hard link to the first path, no socket,
 		 * no "./" prefix */
 		assert_non_null(strstr(list, geteuid() == 0
-						     ? "bin/ d 0755 0\nbin/tool f 0755 20 "
-						       "x:security.capability\n"
-						       "bin/tool-hardlink h 0755 0 -> bin/tool\n"
-						     : "bin/ d 0755 0\nbin/tool f 0755 20\n"
-						       "bin/tool-hardlink h 0755 0 -> bin/tool\n"));
+		                                     ? "bin/ d 0755 0\nbin/tool f 0755 20 "
+		                                       "x:security.capability\n"
+		                                       "bin/tool-hardlink h 0755 0 -> bin/tool\n"
+		                                     : "bin/ d 0755 0\nbin/tool f 0755 20\n"
+		                                       "bin/tool-hardlink h 0755 0 -> bin/tool\n"));
 		assert_non_null(strstr(list, "\netc/ d 0755 0\netc/link l 0777 0\n"));
 		assert_null(strstr(list, "sock"));
 		assert_null(strstr(list, "./"));
@@ -614,14 +615,14 @@ static void test_oci__layer_deterministic(void **state)
 		assert_string_not_equal(na.blob_digest.s, nb.blob_digest.s);
 		cleanup_free char *list = blob_list(f, &ia);
 		assert_string_equal(list, "0num f 0644 4\n"
-					  "Mid f 0644 3\n"
-					  "alpha f 0644 5\n"
-					  "b-dash f 0644 6\n"
-					  "b.dot f 0644 5\n"
-					  "b_under f 0644 7\n"
-					  "d/ d 0755 0\n"
-					  "d/x f 0644 1\n"
-					  "zeta f 0644 4\n");
+		                          "Mid f 0644 3\n"
+		                          "alpha f 0644 5\n"
+		                          "b-dash f 0644 6\n"
+		                          "b.dot f 0644 5\n"
+		                          "b_under f 0644 7\n"
+		                          "d/ d 0755 0\n"
+		                          "d/x f 0644 1\n"
+		                          "zeta f 0644 4\n");
 	}
 
 	/* the gzip header: no name, no comment, MTIME 0 */
@@ -631,7 +632,7 @@ static void test_oci__layer_deterministic(void **state)
 	cleanup_free char *blob = NULL;
 	size_t len = 0;
 	CHECK_OK(sw_oci_store_read_blob(&blob, &len, f->store, &info.blob_digest, 1 << 20,
-					&check_err_));
+	                                &check_err_));
 	assert_true(len > 10);
 	const unsigned char want[8] = { 0x1f, 0x8b, 8, 0, 0, 0, 0, 0 };
 	assert_memory_equal(blob, want, sizeof(want));
@@ -641,7 +642,7 @@ static void test_oci__layer_deterministic(void **state)
 	free(blob);
 	blob = NULL;
 	CHECK_OK(sw_oci_store_read_blob(&blob, &len, f->store, &info.blob_digest, 1 << 20,
-					&check_err_));
+	                                &check_err_));
 	const unsigned char zmagic[4] = { 0x28, 0xb5, 0x2f, 0xfd };
 	assert_memory_equal(blob, zmagic, sizeof(zmagic));
 }
@@ -689,8 +690,9 @@ static void test_oci__layer_bad_options(void **state)
 	fixture *f = *state;
 	cleanup_free char *a = P(f, "a");
 	assert_int_equal(mkdir(a, 0755), 0);
-	sw_oci_layer_opts opts = { .compression = SW_OCI_COMPRESS_GZIP, .level = 12,
-				   .source_date_epoch = -1 };
+	sw_oci_layer_opts opts = { .compression = SW_OCI_COMPRESS_GZIP,
+		                   .level = 12,
+		                   .source_date_epoch = -1 };
 	sw_oci_layer_info info;
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_layer_write_dir(&info, f->store, a, &opts, &err), SW_ERR_INVALID);
@@ -735,24 +737,25 @@ static void test_oci__layer_overlay_upper(void **state)
 	cleanup_free char *notopq = sw_path_join(up, "notopq");
 	assert_int_equal(setxattr(notopq, "trusted.overlay.opaque", "n", 1, 0), 0);
 
-	sw_oci_layer_opts opts = { .compression = SW_OCI_COMPRESS_ZSTD, .overlay_upper = true,
-				   .source_date_epoch = -1 };
+	sw_oci_layer_opts opts = { .compression = SW_OCI_COMPRESS_ZSTD,
+		                   .overlay_upper = true,
+		                   .source_date_epoch = -1 };
 	sw_oci_layer_info info;
 	CHECK_OK(sw_oci_layer_write_dir(&info, f->store, up, &opts, &check_err_));
 	cleanup_free char *list = blob_list(f, &info);
 	assert_string_equal(list, ".wh.gone f 0000 0\n"
-				  "+plus f 0644 1\n"
-				  "keep f 0644 1\n"
-				  "notopq/ d 0755 0\n"
-				  "opq/ d 0755 0\n"
-				  "opq/.wh..wh..opq f 0000 0\n"
-				  "opq/new f 0644 1\n"
-				  "sub/ d 0755 0\n"
-				  "sub/.wh.x f 0000 0\n"
-				  "sub/+a f 0644 1\n"
-				  "sub/null c 0666 0\n"
-				  "uopq/ d 0755 0\n"
-				  "uopq/.wh..wh..opq f 0000 0\n");
+	                          "+plus f 0644 1\n"
+	                          "keep f 0644 1\n"
+	                          "notopq/ d 0755 0\n"
+	                          "opq/ d 0755 0\n"
+	                          "opq/.wh..wh..opq f 0000 0\n"
+	                          "opq/new f 0644 1\n"
+	                          "sub/ d 0755 0\n"
+	                          "sub/.wh.x f 0000 0\n"
+	                          "sub/+a f 0644 1\n"
+	                          "sub/null c 0666 0\n"
+	                          "uopq/ d 0755 0\n"
+	                          "uopq/.wh..wh..opq f 0000 0\n");
 
 	/* the same folder as a plain tree: devices stay devices, no markers, and the overlay
 	 * xattrs are not copied */
@@ -773,16 +776,11 @@ static void test_oci__layer_overlay_upper(void **state)
 }
 
 static const tentry whiteout_layer[] = {
-	{ 'f', ".wh.a", "", 0, 0 },
-	{ 'f', "b/.wh.y", "", 0, 0 },
-	{ 'd', "d/", NULL, 0, 0755 },
-	{ 'f', "d/new1", "one", -1, 0 },
-	{ 'd', "d/sub/", NULL, 0, 0755 },
-	{ 'f', "d/sub/n", "n", -1, 0 },
-	{ 'f', "d/.wh..wh..opq", "", 0, 0 },
-	{ 'f', "d/new2", "two", -1, 0 },
-	{ 'f', ".wh.missing", "", 0, 0 },
-	{ 'f', "e/.wh..wh..opq", "", 0, 0 },
+	{ 'f', ".wh.a", "", 0, 0 },          { 'f', "b/.wh.y", "", 0, 0 },
+	{ 'd', "d/", NULL, 0, 0755 },        { 'f', "d/new1", "one", -1, 0 },
+	{ 'd', "d/sub/", NULL, 0, 0755 },    { 'f', "d/sub/n", "n", -1, 0 },
+	{ 'f', "d/.wh..wh..opq", "", 0, 0 }, { 'f', "d/new2", "two", -1, 0 },
+	{ 'f', ".wh.missing", "", 0, 0 },    { 'f', "e/.wh..wh..opq", "", 0, 0 },
 };
 
 static void make_lower(const char *root)
@@ -811,7 +809,7 @@ static void test_oci__layer_whiteouts(void **state)
 	make_lower(root);
 	size_t len = 0;
 	cleanup_free char *layer =
-		layer_build(&len, "gzip", whiteout_layer, SW_ARRAY_SIZE(whiteout_layer));
+	        layer_build(&len, "gzip", whiteout_layer, SW_ARRAY_SIZE(whiteout_layer));
 	sw_oci_apply_stats st;
 	CHECK_OK(sw_oci_layer_apply_mem(&st, root, layer, len, NULL, &check_err_));
 	assert_int_equal(st.entries, SW_ARRAY_SIZE(whiteout_layer));
@@ -827,14 +825,14 @@ static void test_oci__layer_whiteouts(void **state)
 		assert_int_equal(sw_buf_puts(&short_tree, "\n", &err), 0);
 	}
 	assert_string_equal(short_tree.data, "b d\n"
-					     "b/x f\n"
-					     "d d\n"
-					     "d/new1 f\n"
-					     "d/new2 f\n"
-					     "d/sub d\n"
-					     "d/sub/n f\n"
-					     "e d\n"
-					     "keep f\n");
+	                                     "b/x f\n"
+	                                     "d d\n"
+	                                     "d/new1 f\n"
+	                                     "d/new2 f\n"
+	                                     "d/sub d\n"
+	                                     "d/sub/n f\n"
+	                                     "e d\n"
+	                                     "keep f\n");
 	sw_buf_free(&short_tree);
 	/* the folder entry's mode wins over the lower one */
 	cleanup_free char *d = sw_path_join(root, "d");
@@ -884,14 +882,14 @@ static void test_oci__layer_replace(void **state)
 	assert_int_equal(link(fpath, hl), 0);
 
 	const tentry entries[] = {
-		{ 'd', "d", NULL, 0, 0751 },	       /* folder over folder: kept, mode updated */
-		{ 'f', "x", "now a file", -1, 0600 },  /* file over folder */
-		{ 'd', "f/", NULL, 0, 0755 },	       /* folder over file */
+		{ 'd', "d", NULL, 0, 0751 },          /* folder over folder: kept, mode updated */
+		{ 'f', "x", "now a file", -1, 0600 }, /* file over folder */
+		{ 'd', "f/", NULL, 0, 0755 },         /* folder over file */
 		{ 'f', "f/inner", "i", -1, 0 },
-		{ 'f', "s", "replaced", -1, 0 },       /* file over symlink: not through it */
-		{ 'f', "hl", "new", -1, 0 },	       /* file over a hard link: link broken */
+		{ 'f', "s", "replaced", -1, 0 }, /* file over symlink: not through it */
+		{ 'f', "hl", "new", -1, 0 },     /* file over a hard link: link broken */
 		{ 'f', "g", "first", -1, 0 },
-		{ 'f', "g", "second", -1, 04711 },     /* a later duplicate wins */
+		{ 'f', "g", "second", -1, 04711 }, /* a later duplicate wins */
 		{ 'l', "x2", "x", 0, 0 },
 		{ 'h', "g2", "g", 0, 0 },
 		{ 'p', "fifo", NULL, 0, 0 },
@@ -940,10 +938,10 @@ typedef struct hostile_case {
 	const char *what;
 	tentry entries[12];
 	size_t n;
-	const char *bad;          /* the entry the error must name */
-	const char *in_message;   /* more text the message must have, or NULL */
+	const char *bad;        /* the entry the error must name */
+	const char *in_message; /* more text the message must have, or NULL */
 	sw_oci_apply_opts opts;
-	bool lower_link;          /* plant root/lower -> the temp folder first */
+	bool lower_link; /* plant root/lower -> the temp folder first */
 } hostile_case;
 
 static void run_hostile(fixture *f, const hostile_case *hc)
@@ -972,7 +970,7 @@ static void run_hostile(fixture *f, const hostile_case *hc)
 			owned[i] = sw_xstrdup(entries[i].name);
 			char *at = strstr(owned[i], "%s");
 			char *full = sw_xasprintf("%.*s%s%s", (int)(at - owned[i]), owned[i],
-						  f->tmp + 1, at + 2);
+			                          f->tmp + 1, at + 2);
 			free(owned[i]);
 			owned[i] = full;
 			entries[i].name = owned[i];
@@ -989,7 +987,7 @@ static void run_hostile(fixture *f, const hostile_case *hc)
 	cleanup_free char *bad = NULL;
 	if (strstr(hc->bad, "%s"))
 		bad = sw_xasprintf("%.*s%s%s", (int)(strstr(hc->bad, "%s") - hc->bad), hc->bad,
-				   f->tmp + 1, strstr(hc->bad, "%s") + 2);
+		                   f->tmp + 1, strstr(hc->bad, "%s") + 2);
 	else
 		bad = sw_xstrdup(hc->bad);
 	for (size_t i = 0; i < hc->n; i++)
@@ -999,20 +997,19 @@ static void run_hostile(fixture *f, const hostile_case *hc)
 	int r = sw_oci_layer_apply_mem(NULL, root, layer, len, &hc->opts, &err);
 	if (r != SW_ERR_INVALID)
 		fail_msg("%s: expected SW_ERR_INVALID, got %d (%s)", hc->what, r,
-			 err ? sw_error_msg(err) : "no error");
+		         err ? sw_error_msg(err) : "no error");
 	cleanup_free char *quoted = sw_xasprintf("'%s'", bad);
 	if (!strstr(sw_error_msg(err), quoted))
-		fail_msg("%s: the error does not name %s: %s", hc->what, quoted,
-			 sw_error_msg(err));
+		fail_msg("%s: the error does not name %s: %s", hc->what, quoted, sw_error_msg(err));
 	if (hc->in_message && !strstr(sw_error_msg(err), hc->in_message))
 		fail_msg("%s: the error does not say '%s': %s", hc->what, hc->in_message,
-			 sw_error_msg(err));
+		         sw_error_msg(err));
 	sw_error_free(err);
 	cleanup_free char *after = dump_tree(f->tmp, "outer/root");
 	if (strcmp(before, after) != 0)
 		fail_msg("%s: something changed outside the target folder:\n--- before\n%s--- "
-			 "after\n%s",
-			 hc->what, before, after);
+		         "after\n%s",
+		         hc->what, before, after);
 	CHECK_OK(sw_fs_rm_rf(outer, &check_err_));
 	cleanup_free char *secret = P(f, "secret");
 	assert_int_equal(unlink(secret), 0);
@@ -1022,7 +1019,13 @@ static void test_oci__layer_hostile(void **state)
 {
 	fixture *f = *state;
 	const hostile_case cases[] = {
-		{ "dotdot", { { 'f', "../evil", "evil", -1, 0 } }, 1, "../evil", "'..'", { 0 }, false },
+		{ "dotdot",
+		  { { 'f', "../evil", "evil", -1, 0 } },
+		  1,
+		  "../evil",
+		  "'..'",
+		  { 0 },
+		  false },
 		{ "dotdot deeper",
 		  { { 'd', "a/", NULL, 0, 0 }, { 'f', "a/../../evil", "evil", -1, 0 } },
 		  2,
@@ -1030,8 +1033,13 @@ static void test_oci__layer_hostile(void **state)
 		  "'..'",
 		  { 0 },
 		  false },
-		{ "absolute", { { 'f', "/abs/evil", "evil", -1, 0 } }, 1, "/abs/evil", "absolute",
-		  { 0 }, false },
+		{ "absolute",
+		  { { 'f', "/abs/evil", "evil", -1, 0 } },
+		  1,
+		  "/abs/evil",
+		  "absolute",
+		  { 0 },
+		  false },
 		{ "absolute into the temp folder",
 		  { { 'f', "/%s/outer/evil", "evil", -1, 0 } },
 		  1,
@@ -1118,7 +1126,12 @@ static void test_oci__layer_hostile(void **state)
 		  "symlink",
 		  { 0 },
 		  true },
-		{ "whiteout of ..", { { 'f', ".wh..", "", 0, 0 } }, 1, ".wh..", "whiteout", { 0 },
+		{ "whiteout of ..",
+		  { { 'f', ".wh..", "", 0, 0 } },
+		  1,
+		  ".wh..",
+		  "whiteout",
+		  { 0 },
 		  false },
 		{ "entry over the limit",
 		  { { 'f', "small", "ok", -1, 0 }, { 'f', "big", NULL, 4096, 0 } },
@@ -1141,7 +1154,8 @@ static void test_oci__layer_hostile(void **state)
 		  { .max_entries = 5 },
 		  false },
 		{ "total over the limit",
-		  { { 'f', "t0", NULL, 400, 0 }, { 'f', "t1", NULL, 400, 0 },
+		  { { 'f', "t0", NULL, 400, 0 },
+		    { 'f', "t1", NULL, 400, 0 },
 		    { 'f', "t2", NULL, 400, 0 } },
 		  3,
 		  "t2",
@@ -1161,7 +1175,7 @@ static void test_oci__layer_hostile(void **state)
 	sw_oci_apply_opts opts = { .max_entry_bytes = 1024 };
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_layer_apply_mem(NULL, root, layer, len, &opts, &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	sw_error_free(err);
 	cleanup_free char *bigp = sw_path_join(root, "big");
 	assert_int_equal(access(bigp, F_OK), -1);
@@ -1185,7 +1199,7 @@ static void test_oci__layer_garbage(void **state)
 	const char junk[] = "this is not a tar archive at all, not even close to one.......";
 	sw_error *err = NULL;
 	assert_int_equal(sw_oci_layer_apply_mem(NULL, root, junk, sizeof(junk), NULL, &err),
-			 SW_ERR_INVALID);
+	                 SW_ERR_INVALID);
 	assert_non_null(strstr(sw_error_msg(err), root));
 	sw_error_clear(&err);
 	/* a truncated gzip layer, cut in the middle of a file's data */
@@ -1229,7 +1243,7 @@ static void test_oci__layer_compressed_apply(void **state)
 		assert_int_equal(mkdir(root, 0755), 0);
 		size_t len = 0;
 		cleanup_free char *layer =
-			layer_build(&len, filters[i], entries, SW_ARRAY_SIZE(entries));
+		        layer_build(&len, filters[i], entries, SW_ARRAY_SIZE(entries));
 		/* through a file descriptor too */
 		cleanup_free char *lp = sw_xasprintf("%s/layer%zu", f->tmp, i);
 		put_file(f->tmp, strrchr(lp, '/') + 1, layer, len, 0644);
@@ -1268,22 +1282,22 @@ static void test_oci__layer_write_tar(void **state)
 	for (size_t i = 0; i < SW_ARRAY_SIZE(filters); i++) {
 		size_t len = 0;
 		cleanup_free char *tar =
-			layer_build(&len, filters[i], entries, SW_ARRAY_SIZE(entries));
+		        layer_build(&len, filters[i], entries, SW_ARRAY_SIZE(entries));
 		put_file(f->tmp, "in.tar", tar, len, 0644);
 		cleanup_free char *tp = P(f, "in.tar");
 		sw_oci_layer_opts opts = { .compression = SW_OCI_COMPRESS_GZIP,
-					   .source_date_epoch = 999 };
+			                   .source_date_epoch = 999 };
 		sw_oci_layer_info info;
 		CHECK_OK(sw_oci_layer_write_tar(&info, f->store, tp, &opts, &check_err_));
 		assert_int_equal(info.entries, 6);
 		assert_string_equal(info.media_type, SW_OCI_MT_LAYER_GZIP);
 		cleanup_free char *list = blob_list(f, &info);
 		assert_string_equal(list, "etc/ d 0755 0\n"
-					  "etc/hosts f 0644 20\n"
-					  "bin/sh f 0755 2\n"
-					  "etc/alias l 0777 0\n"
-					  "etc/hosts2 h 0644 0 -> etc/hosts\n"
-					  "run/fifo p 0644 0\n");
+		                          "etc/hosts f 0644 20\n"
+		                          "bin/sh f 0755 2\n"
+		                          "etc/alias l 0777 0\n"
+		                          "etc/hosts2 h 0644 0 -> etc/hosts\n"
+		                          "run/fifo p 0644 0\n");
 		cleanup_free char *root = sw_xasprintf("%s/root%zu", f->tmp, i);
 		assert_int_equal(mkdir(root, 0755), 0);
 		apply_blob(f, &info, root, NULL, NULL);
@@ -1304,7 +1318,7 @@ static void test_oci__layer_write_tar(void **state)
 		sw_error *err = NULL;
 		sw_oci_layer_info info;
 		assert_int_equal(sw_oci_layer_write_tar(&info, f->store, tp, NULL, &err),
-				 SW_ERR_INVALID);
+		                 SW_ERR_INVALID);
 		cleanup_free char *quoted = sw_xasprintf("'%s'", bad[i]);
 		assert_non_null(strstr(sw_error_msg(err), quoted));
 		sw_error_free(err);
@@ -1329,10 +1343,10 @@ int test_oci_layer_run(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_oci__layer_roundtrip_every_kind, setup,
-						teardown),
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_deterministic, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_deterministic_threads, setup,
-						teardown),
+		                                teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_bad_options, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_overlay_upper, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_oci__layer_whiteouts, setup, teardown),
