@@ -33,7 +33,7 @@ typedef enum { SW_EXEC_STDOUT = 1, SW_EXEC_STDERR = 2 } sw_exec_stream;
 
 /* Called from the executing thread with output as it arrives (not NUL-terminated). */
 typedef void (*sw_exec_output_cb)(sw_exec_stream stream, const char *data, size_t len,
-				  void *payload);
+                                  void *payload);
 
 typedef struct sw_exec_spec {
 	/* root filesystem: lower folders, TOP FIRST (the order of overlayfs lowerdir=) */
@@ -46,7 +46,7 @@ typedef struct sw_exec_spec {
 	char *const *env;     /* "K=V", NULL-terminated */
 	const char *cwd;      /* absolute; created in the rootfs when missing; NULL: "/" */
 	const char *user;     /* "uid[:gid]" or "name[:group]" resolved through the rootfs's
-			       * /etc/passwd and /etc/group; NULL: root */
+	                       * /etc/passwd and /etc/group; NULL: root */
 	const char *hostname; /* NULL: "slipway" */
 
 	const sw_exec_mount *mounts;
@@ -55,14 +55,14 @@ typedef struct sw_exec_spec {
 
 	const char *runtime;   /* "runc" (default), "crun", or a path */
 	const char *state_dir; /* slipway's state folder; runtime state and bundles go under
-				* STATE/exec; NULL: the default state folder */
+	                        * STATE/exec; NULL: the default state folder */
 	const char *id_prefix; /* container id prefix, e.g. "build" (ids are unique) */
 
-	int64_t timeout_ms;             /* 0: none */
-	volatile sig_atomic_t *cancel;  /* when it becomes non-zero, the container is stopped */
-	int64_t kill_grace_ms;          /* SIGTERM then SIGKILL after this; 0: 10000 */
-	uint64_t memory_limit;          /* bytes; 0: none */
-	uint64_t pids_limit;            /* 0: none */
+	int64_t timeout_ms;            /* 0: none */
+	volatile sig_atomic_t *cancel; /* when it becomes non-zero, the container is stopped */
+	int64_t kill_grace_ms;         /* SIGTERM then SIGKILL after this; 0: 10000 */
+	uint64_t memory_limit;         /* bytes; 0: none */
+	uint64_t pids_limit;           /* 0: none */
 
 	sw_exec_output_cb on_output;
 	void *payload;
@@ -89,7 +89,7 @@ int sw_exec_container_run(sw_exec_result *out, const sw_exec_spec *spec, sw_erro
  * were removed in *removed (may be NULL). Live owners' containers are never touched.
  */
 int sw_exec_sweep(unsigned *removed, const char *state_dir, const char *runtime,
-		  sw_error **err) SW_WUR;
+                  sw_error **err) SW_WUR;
 
 /*
  * Resolve "user[:group]" (names or numbers) through the files etc/passwd and etc/group found
@@ -99,10 +99,9 @@ int sw_exec_sweep(unsigned *removed, const char *state_dir, const char *runtime,
  * *groups (caller frees) when groups is not NULL.
  */
 typedef int (*sw_exec_read_file_cb)(char **out, size_t *out_len, const char *path, void *payload,
-				    sw_error **err);
-int sw_exec_user_resolve(uid_t *uid, gid_t *gid, gid_t **groups, size_t *n_groups,
-			 const char *spec, sw_exec_read_file_cb read_file, void *payload,
-			 sw_error **err) SW_WUR;
+                                    sw_error **err);
+int sw_exec_user_resolve(uid_t *uid, gid_t *gid, gid_t **groups, size_t *n_groups, const char *spec,
+                         sw_exec_read_file_cb read_file, void *payload, sw_error **err) SW_WUR;
 
 /*
  * Mount an overlay of `lower_dirs` (top first) with `upper_dir` at a fresh mount point under
@@ -111,8 +110,8 @@ int sw_exec_user_resolve(uid_t *uid, gid_t *gid, gid_t **groups, size_t *n_group
  * upper folder itself is bind-mounted (a scratch rootfs).
  */
 int sw_exec_overlay_mount(char **out_mountpoint, const char *state_dir,
-			  const char *const *lower_dirs, size_t n_lower, const char *upper_dir,
-			  sw_error **err) SW_WUR;
+                          const char *const *lower_dirs, size_t n_lower, const char *upper_dir,
+                          sw_error **err) SW_WUR;
 int sw_exec_overlay_unmount(const char *mountpoint, sw_error **err) SW_WUR;
 
 #endif

@@ -50,7 +50,7 @@ typedef struct sw_oci__token {
  * "issued_at" (RFC 3339)} received at `now`.
  */
 int sw_oci__token_parse(sw_oci__token *out, const char *buf, size_t len, time_t now,
-			sw_error **err) SW_WUR;
+                        sw_error **err) SW_WUR;
 bool sw_oci__token_usable(const sw_oci__token *t, time_t now);
 void sw_oci__token_clear(sw_oci__token *t);
 
@@ -67,7 +67,7 @@ char *sw_oci__base64_encode(const void *data, size_t len);
  * messages). out->username stays NULL when the file has none for it.
  */
 int sw_oci__docker_config_lookup(sw_oci_credentials *out, const char *buf, size_t len,
-				 const char *path, const char *registry, sw_error **err) SW_WUR;
+                                 const char *path, const char *registry, sw_error **err) SW_WUR;
 
 /*
  * The per-registry auth state: the scheme learned from the last challenge, credentials
@@ -89,14 +89,14 @@ void sw_oci__auth_free(sw_oci__auth *a);
  * *requests.
  */
 int sw_oci__auth_header(char **out, bool *out_fresh, sw_oci__auth *a, sw_http_client *http,
-			const char *scope, const char *extra_scope, bool fresh, uint64_t *requests,
-			sw_error **err) SW_WUR;
+                        const char *scope, const char *extra_scope, bool fresh, uint64_t *requests,
+                        sw_error **err) SW_WUR;
 /*
  * Learn from a 401 answer's WWW-Authenticate value. The challenge's scope is copied to
  * *out_extra_scope (caller frees; may be NULL).
  */
 int sw_oci__auth_challenged(char **out_extra_scope, sw_oci__auth *a, const char *www_authenticate,
-			    sw_error **err) SW_WUR;
+                            sw_error **err) SW_WUR;
 /* Whether credentials exist for this registry (looked up on first call). */
 int sw_oci__auth_have_credentials(bool *out, sw_oci__auth *a, sw_error **err) SW_WUR;
 
@@ -113,8 +113,7 @@ struct archive;
  * (`what` names the field: "layer entry", "hard link target"). *out is "" for the root itself;
  * the caller frees it.
  */
-int sw_oci__layer_path_clean(char **out, const char *name, const char *what,
-			     sw_error **err) SW_WUR;
+int sw_oci__layer_path_clean(char **out, const char *name, const char *what, sw_error **err) SW_WUR;
 /* Whether an xattr read from a tree or a layer is kept: overlayfs' own (trusted.overlay.*,
  * user.overlay.*), system.* and security.* other than security.capability are dropped. */
 bool sw_oci__layer_xattr_keep(const char *name);
