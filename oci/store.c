@@ -148,14 +148,15 @@ static int store_create(sw_oci_store *s, sw_error **err)
 	cleanup_free char *layout = sw_path_join(s->dir, LAYOUT_FILE);
 	if (path_exists(layout))
 		return 0;
-	int r = check_adoptable(s->dir, err);
-	if (r < 0)
-		return r;
 	cleanup_close int lock = -1;
 	if (store_lock(&lock, s, err) < 0)
 		return sw_error_wrap(err, "create OCI image layout %s", s->dir);
 	if (path_exists(layout)) /* another writer finished it meanwhile */
 		return 0;
+	/* under the lock, so no other writer is half-way through creating it */
+	int r = check_adoptable(s->dir, err);
+	if (r < 0)
+		return r;
 	if (sw_fs_mkdir_p(s->blobs, 0755, err) < 0 || write_empty_index(s->dir, err) < 0 ||
 	    sw_fs_write_atomic(layout, LAYOUT_CONTENT, sizeof(LAYOUT_CONTENT) - 1, 0644, err) < 0)
 		return sw_error_wrap(err, "create OCI image layout %s", s->dir);
