@@ -16,7 +16,7 @@ typedef struct sw_cache sw_cache;
 
 /* Open (creating) STATE/cache, working with the content store `store` (kept, not owned). */
 int sw_cache_open(sw_cache **out, const char *state_dir, sw_oci_store *store,
-		  sw_error **err) SW_WUR;
+                  sw_error **err) SW_WUR;
 void sw_cache_free(sw_cache *c);
 
 /* ---------------------------------------------------------------- snapshots */
@@ -29,14 +29,14 @@ void sw_cache_free(sw_cache *c);
  * *out_path is the caller's to free. Marks it used now.
  */
 int sw_cache_snapshot_get(char **out_path, sw_cache *c, const sw_oci_descriptor *layer,
-			  const sw_digest *diff_id, sw_error **err) SW_WUR;
+                          const sw_digest *diff_id, sw_error **err) SW_WUR;
 /*
  * Adopt an existing folder in overlay format (an overlay upper folder after a step) as the
  * snapshot of diff_id: it is renamed into place (same filesystem), or dropped when that
  * snapshot already exists. `dir` no longer exists afterwards in either case.
  */
 int sw_cache_snapshot_adopt(sw_cache *c, const char *dir, const sw_digest *diff_id,
-			    sw_error **err) SW_WUR;
+                            sw_error **err) SW_WUR;
 bool sw_cache_snapshot_has(sw_cache *c, const sw_digest *diff_id);
 /* A fresh empty folder on the cache's filesystem for an overlay upper (caller frees path). */
 int sw_cache_scratch_dir(char **out_path, sw_cache *c, const char *prefix, sw_error **err) SW_WUR;
@@ -85,6 +85,6 @@ typedef struct sw_cache_prune_stats {
  * (a lock held on them) are kept.
  */
 int sw_cache_prune(sw_cache_prune_stats *out, sw_cache *c, uint64_t keep_bytes,
-		   sw_error **err) SW_WUR;
+                   sw_error **err) SW_WUR;
 
 #endif
