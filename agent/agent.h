@@ -25,6 +25,8 @@ int sw_cmd_image_inspect(int argc, char **argv);
  * same argc/argv when REF is docker://. */
 int sw_cmd_image_inspect_remote(int argc, char **argv);
 int sw_cmd_image_ls(int argc, char **argv);
+/* `slipway cache ls|prune` (agent/cmd_cache.c). */
+int sw_cmd_cache(int argc, char **argv);
 
 /*
  * Where an image is, as named on the command line:

@@ -18,6 +18,7 @@ static const char usage[] =
         "\n"
         "commands:\n"
         "  image     copy, import, inspect and list OCI images\n"
+        "  cache     list and prune the build cache\n"
         "\n"
         "options:\n"
         "  --log-level LEVEL    error, warn, info (default), debug or trace\n"
@@ -101,6 +102,8 @@ int main(int argc, char **argv)
 	const char *cmd = argv[optind];
 	if (strcmp(cmd, "image") == 0)
 		return sw_cmd_image(argc - optind, argv + optind);
+	if (strcmp(cmd, "cache") == 0)
+		return sw_cmd_cache(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage, stdout);
 		return 0;
