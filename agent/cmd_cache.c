@@ -67,37 +67,6 @@ static const char prune_usage[] =
 
 /* ---------------------------------------------------------------- helpers */
 
-static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cleanup_free char *m = sw_xvasprintf(fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "slipway: error: cache %s: %s\nRun 'slipway cache %s --help' for usage.\n",
-	        cmd, m, cmd);
-	return 2;
-}
-
-static int bad_option(const char *cmd, int c, char **argv)
-{
-	const char *arg = optind > 0 ? argv[optind - 1] : "?";
-	if (c == ':')
-		return usage_error(cmd, "option '%s' needs a value", arg);
-	return usage_error(cmd, "unknown option '%s'", arg);
-}
-
-static bool wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (sw_cli_is_help(argv[i]))
-			return true;
-	}
-	return false;
-}
-
 /* The state folder: --state-dir (main puts it in SLIPWAY_STATE_DIR), else the folder the
  * default store lives in. Caller frees. */
 static char *state_dir(void)
@@ -133,26 +102,6 @@ static int open_cache(sw_cache **out_cache, sw_oci_store **out_store, sw_error *
 		*out_store = NULL;
 	}
 	return r;
-}
-
-/* Sizes as people read them: 512B, 4.26MB, 1.1GB (powers of 1000, as `image ls`). */
-static void human_size(char *buf, size_t n, uint64_t v)
-{
-	static const char *const units[] = { "B", "kB", "MB", "GB", "TB", "PB", "EB" };
-	double x = (double)v;
-	size_t u = 0;
-	while (x >= 999.5 && u + 1 < SW_ARRAY_SIZE(units)) {
-		x /= 1000;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, n, "%lluB", (unsigned long long)v);
-	else if (x < 9.995)
-		snprintf(buf, n, "%.2f%s", x, units[u]);
-	else if (x < 99.95)
-		snprintf(buf, n, "%.1f%s", x, units[u]);
-	else
-		snprintf(buf, n, "%.0f%s", x, units[u]);
 }
 
 /* "5 minutes ago", "3 days ago". */
@@ -234,16 +183,16 @@ static void print_entries(const sw_cache_entry *v, size_t n, const sw_cache_usag
 		snprintf(key, sizeof(key), "sha256:%.12s", v[i].key + 7);
 		snprintf(layer, sizeof(layer), "sha256:%.12s",
 		         sw_oci_digest_hex(&v[i].blob.digest));
-		human_size(size, sizeof(size), (uint64_t)v[i].blob.size);
+		sw_cli_human_size(size, sizeof(size), (uint64_t)v[i].blob.size);
 		relative_time(used, sizeof(used), v[i].last_used, now);
 		cleanup_free char *by =
 		        fit_text(v[i].created_by ? v[i].created_by : "", COL_CREATED_BY);
 		printf("%-19s   %-19s   %-7s   %-14s   %s\n", key, layer, size, used, by);
 	}
 	char blobs[32], snaps[32], total[32];
-	human_size(blobs, sizeof(blobs), u->blob_bytes);
-	human_size(snaps, sizeof(snaps), u->snapshot_bytes);
-	human_size(total, sizeof(total), u->blob_bytes + u->snapshot_bytes);
+	sw_cli_human_size(blobs, sizeof(blobs), u->blob_bytes);
+	sw_cli_human_size(snaps, sizeof(snaps), u->snapshot_bytes);
+	sw_cli_human_size(total, sizeof(total), u->blob_bytes + u->snapshot_bytes);
 	printf("total: %llu entr%s, layer blobs %s, unpacked layers %s, %s in all\n",
 	       (unsigned long long)u->entries, u->entries == 1 ? "y" : "ies", blobs, snaps, total);
 }
@@ -277,7 +226,7 @@ static int cache_ls(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(ls_usage, stdout);
 		return 0;
 	}
@@ -294,11 +243,11 @@ static int cache_ls(int argc, char **argv)
 			fputs(ls_usage, stdout);
 			return 0;
 		default:
-			return bad_option("ls", ch, argv);
+			return sw_cli_bad_option("cache", "ls", ch, argv);
 		}
 	}
 	if (optind < argc)
-		return usage_error("ls", "unexpected argument '%s'", argv[optind]);
+		return sw_cli_usage_error("cache", "ls", "unexpected argument '%s'", argv[optind]);
 
 	cleanup_error sw_error *err = NULL;
 	sw_oci_store *store = NULL;
@@ -341,7 +290,7 @@ static void report_removed(const char *kind, const char *name, const char *detai
 		return;
 	}
 	char size[32];
-	human_size(size, sizeof(size), bytes);
+	sw_cli_human_size(size, sizeof(size), bytes);
 	printf("removed %-9s %s   %s\n", strcmp(kind, "snapshot") == 0 ? "unpacked" : kind, name,
 	       size);
 }
@@ -353,7 +302,7 @@ static int cache_prune(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(prune_usage, stdout);
 		return 0;
 	}
@@ -366,17 +315,19 @@ static int cache_prune(int argc, char **argv)
 		switch (ch) {
 		case 'k':
 			if (sw_cache_size_parse(&keep, optarg, &err) < 0)
-				return usage_error("prune", "--keep-bytes: %s", sw_error_msg(err));
+				return sw_cli_usage_error("cache", "prune", "--keep-bytes: %s",
+				                          sw_error_msg(err));
 			break;
 		case 'h':
 			fputs(prune_usage, stdout);
 			return 0;
 		default:
-			return bad_option("prune", ch, argv);
+			return sw_cli_bad_option("cache", "prune", ch, argv);
 		}
 	}
 	if (optind < argc)
-		return usage_error("prune", "unexpected argument '%s'", argv[optind]);
+		return sw_cli_usage_error("cache", "prune", "unexpected argument '%s'",
+		                          argv[optind]);
 
 	sw_oci_store *store = NULL;
 	sw_cache *c = NULL;
@@ -389,10 +340,10 @@ static int cache_prune(int argc, char **argv)
 		goto out;
 	}
 	char freed[32], left[32], blobs[32], snaps[32];
-	human_size(freed, sizeof(freed), st.bytes_freed);
-	human_size(left, sizeof(left), st.after.blob_bytes + st.after.snapshot_bytes);
-	human_size(blobs, sizeof(blobs), st.after.blob_bytes);
-	human_size(snaps, sizeof(snaps), st.after.snapshot_bytes);
+	sw_cli_human_size(freed, sizeof(freed), st.bytes_freed);
+	sw_cli_human_size(left, sizeof(left), st.after.blob_bytes + st.after.snapshot_bytes);
+	sw_cli_human_size(blobs, sizeof(blobs), st.after.blob_bytes);
+	sw_cli_human_size(snaps, sizeof(snaps), st.after.snapshot_bytes);
 	printf("removed %llu entr%s, %llu layer blob%s, %llu unpacked layer%s: %s freed\n",
 	       (unsigned long long)st.entries_removed, st.entries_removed == 1 ? "y" : "ies",
 	       (unsigned long long)st.blobs_removed, st.blobs_removed == 1 ? "" : "s",

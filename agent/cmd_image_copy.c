@@ -56,29 +56,6 @@ static const char copy_usage[] =
         "environment: SLIPWAY_INSECURE_REGISTRIES, SLIPWAY_REGISTRY_CA (extra CA bundle),\n"
         "DOCKER_CONFIG.\n";
 
-static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cleanup_free char *m = sw_xvasprintf(fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
-	        cmd, m, cmd);
-	return 2;
-}
-
-static bool wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (sw_cli_is_help(argv[i]))
-			return true;
-	}
-	return false;
-}
-
 /* Registry options for one side: the environment's, with USER:PASS for `host` first. */
 typedef struct side_opts {
 	sw_oci_registry_opts opts;
@@ -243,7 +220,7 @@ int sw_cmd_image_copy(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(copy_usage, stdout);
 		return 0;
 	}
@@ -270,28 +247,33 @@ int sw_cmd_image_copy(int argc, char **argv)
 			fputs(copy_usage, stdout);
 			return 0;
 		case ':':
-			return usage_error("copy", "option '%s' needs a value", argv[optind - 1]);
+			return sw_cli_usage_error("image", "copy", "option '%s' needs a value",
+			                          argv[optind - 1]);
 		default:
-			return usage_error("copy", "unknown option '%s'", argv[optind - 1]);
+			return sw_cli_usage_error("image", "copy", "unknown option '%s'",
+			                          argv[optind - 1]);
 		}
 	}
 	if (argc - optind != 2)
-		return usage_error("copy", "expected SRC and DST, got %d argument%s", argc - optind,
-		                   argc - optind == 1 ? "" : "s");
+		return sw_cli_usage_error("image", "copy",
+		                          "expected SRC and DST, got %d argument%s", argc - optind,
+		                          argc - optind == 1 ? "" : "s");
 	if (src_creds && !valid_creds(src_creds))
-		return usage_error("copy", "--src-creds: expected USER:PASS");
+		return sw_cli_usage_error("image", "copy", "--src-creds: expected USER:PASS");
 	if (dst_creds && !valid_creds(dst_creds))
-		return usage_error("copy", "--dest-creds: expected USER:PASS");
+		return sw_cli_usage_error("image", "copy", "--dest-creds: expected USER:PASS");
 
 	cleanup_error sw_error *err = NULL;
 	sw_oci_platform plat = { 0 };
 	if (platform_arg) {
 		if (sw_oci_platform_parse(&plat, platform_arg, &err) < 0)
-			return usage_error("copy", "--platform: %s", sw_error_msg(err));
+			return sw_cli_usage_error("image", "copy", "--platform: %s",
+			                          sw_error_msg(err));
 		if (!plat.os || !plat.architecture) {
 			sw_oci_platform_clear(&plat);
-			return usage_error("copy", "--platform '%s': expected OS/ARCH[/VARIANT]",
-			                   platform_arg);
+			return sw_cli_usage_error("image", "copy",
+			                          "--platform '%s': expected OS/ARCH[/VARIANT]",
+			                          platform_arg);
 		}
 	}
 	copy_job j;
@@ -302,15 +284,15 @@ int sw_cmd_image_copy(int argc, char **argv)
 	int rc = 0;
 	if (sw_imgloc_parse(&j.src, j.src_arg, &err) < 0 ||
 	    sw_imgloc_parse(&j.dst, j.dst_arg, &err) < 0) {
-		rc = usage_error("copy", "%s", sw_error_msg(err));
+		rc = sw_cli_usage_error("image", "copy", "%s", sw_error_msg(err));
 		goto out;
 	}
 	if (src_creds && j.src.kind != SW_IMGLOC_REGISTRY) {
-		rc = usage_error("copy", "--src-creds: SRC is not a registry");
+		rc = sw_cli_usage_error("image", "copy", "--src-creds: SRC is not a registry");
 		goto out;
 	}
 	if (dst_creds && j.dst.kind != SW_IMGLOC_REGISTRY) {
-		rc = usage_error("copy", "--dest-creds: DST is not a registry");
+		rc = sw_cli_usage_error("image", "copy", "--dest-creds: DST is not a registry");
 		goto out;
 	}
 	side_opts_init(&j.src_opts, j.src.kind == SW_IMGLOC_REGISTRY ? j.src.ref.registry : "",
@@ -352,16 +334,6 @@ static const char inspect_remote_usage[] =
         "Fetch an image's manifest and config from a registry (nothing is stored) and print them\n"
         "as JSON, in the same shape as for a local image. Run 'slipway image inspect --help' for\n"
         "the fields and options.\n";
-
-static char *config_platform(const sw_oci_config *cfg)
-{
-	sw_oci_platform p = { .os = cfg->os,
-		              .architecture = cfg->architecture,
-		              .variant = cfg->variant };
-	if (!p.os || !p.architecture)
-		return sw_xstrdup("unknown");
-	return sw_oci_platform_str(&p);
-}
 
 static int write_raw(const char *buf, size_t len, sw_error **err)
 {
@@ -443,7 +415,7 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 	json_object_set_new(o, "digest", json_string(desc.digest.s));
 	json_object_set_new(o, "mediaType", json_string(desc.media_type));
 	json_object_set_new(o, "size", json_integer(desc.size));
-	plat = config_platform(&cfg);
+	plat = sw_cli_config_platform(&cfg);
 	json_object_set_new(o, "platform", json_string(plat));
 	if (!sw_oci_digest_eq(&top.digest, &desc.digest))
 		json_object_set_new(o, "indexDigest", json_string(top.digest.s));
@@ -499,27 +471,30 @@ int sw_cmd_image_inspect_remote(int argc, char **argv)
 			fputs(inspect_remote_usage, stdout);
 			return 0;
 		case ':':
-			return usage_error("inspect", "option '%s' needs a value",
-			                   argv[optind - 1]);
+			return sw_cli_usage_error("image", "inspect", "option '%s' needs a value",
+			                          argv[optind - 1]);
 		default:
-			return usage_error("inspect", "unknown option '%s'", argv[optind - 1]);
+			return sw_cli_usage_error("image", "inspect", "unknown option '%s'",
+			                          argv[optind - 1]);
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("inspect", "expected one REF, got %d arguments", argc - optind);
+		return sw_cli_usage_error("image", "inspect", "expected one REF, got %d arguments",
+		                          argc - optind);
 	const char *name = argv[optind];
 	cleanup_error sw_error *err = NULL;
 	sw_oci_platform plat = { 0 };
 	if (platform_arg && sw_oci_platform_parse(&plat, platform_arg, &err) < 0)
-		return usage_error("inspect", "--platform: %s", sw_error_msg(err));
+		return sw_cli_usage_error("image", "inspect", "--platform: %s", sw_error_msg(err));
 	sw_imgloc loc;
 	if (sw_imgloc_parse(&loc, name, &err) < 0) {
 		sw_oci_platform_clear(&plat);
-		return usage_error("inspect", "%s", sw_error_msg(err));
+		return sw_cli_usage_error("image", "inspect", "%s", sw_error_msg(err));
 	}
 	int rc = 0;
 	if (loc.kind != SW_IMGLOC_REGISTRY) {
-		rc = usage_error("inspect", "'%s' is not a docker:// reference", name);
+		rc = sw_cli_usage_error("image", "inspect", "'%s' is not a docker:// reference",
+		                        name);
 	} else if (inspect_remote(name, &loc.ref, platform_arg ? &plat : NULL, raw, &err) < 0) {
 		sw_error_wrap(&err, "inspect %s", name);
 		rc = sw_cli_fail(err);

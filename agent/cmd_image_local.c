@@ -89,39 +89,6 @@ static const char ls_usage[] =
         "               size (bytes, null when unknown), platform}\n"
         "  -h, --help   show this help\n";
 
-/* A usage error: message, a pointer to --help, exit code 2. */
-static int usage_error(const char *cmd, const char *fmt, ...) SW_PRINTF(2, 3);
-static int usage_error(const char *cmd, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	cleanup_free char *m = sw_xvasprintf(fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "slipway: error: image %s: %s\nRun 'slipway image %s --help' for usage.\n",
-	        cmd, m, cmd);
-	return 2;
-}
-
-/* getopt's complaint for the option at argv[optind - 1]. */
-static int bad_option(const char *cmd, int c, char **argv)
-{
-	const char *arg = optind > 0 ? argv[optind - 1] : "?";
-	if (c == ':')
-		return usage_error(cmd, "option '%s' needs a value", arg);
-	return usage_error(cmd, "unknown option '%s'", arg);
-}
-
-static bool wants_help(int argc, char **argv)
-{
-	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "--") == 0)
-			return false;
-		if (sw_cli_is_help(argv[i]))
-			return true;
-	}
-	return false;
-}
-
 /* Open the layout a command reads; a missing default store reads as empty (*out = NULL). */
 static int open_for_reading(sw_oci_store **out, const char *dir, bool is_default, sw_error **err)
 {
@@ -149,7 +116,7 @@ int sw_cmd_image_import(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(import_usage, stdout);
 		return 0;
 	}
@@ -171,8 +138,8 @@ int sw_cmd_image_import(int argc, char **argv)
 			else if (strcmp(optarg, "none") == 0)
 				lopts.compression = SW_OCI_COMPRESS_NONE;
 			else
-				return usage_error(
-				        "import",
+				return sw_cli_usage_error(
+				        "image", "import",
 				        "unknown compression '%s' (use gzip, zstd or none)",
 				        optarg);
 			break;
@@ -180,30 +147,32 @@ int sw_cmd_image_import(int argc, char **argv)
 			fputs(import_usage, stdout);
 			return 0;
 		default:
-			return bad_option("import", c, argv);
+			return sw_cli_bad_option("image", "import", c, argv);
 		}
 	}
 	if (argc - optind != 2)
-		return usage_error("import", "expected ROOTFS.tar and DST, got %d argument%s",
-		                   argc - optind, argc - optind == 1 ? "" : "s");
+		return sw_cli_usage_error("image", "import",
+		                          "expected ROOTFS.tar and DST, got %d argument%s",
+		                          argc - optind, argc - optind == 1 ? "" : "s");
 	const char *tar_path = argv[optind];
 	const char *dst = argv[optind + 1];
 
 	cleanup_error sw_error *err = NULL;
 	sw_oci_platform plat = { 0 };
 	if (platform_arg && sw_oci_platform_parse(&plat, platform_arg, &err) < 0) {
-		int rc = usage_error("import", "--platform: %s", sw_error_msg(err));
+		int rc = sw_cli_usage_error("image", "import", "--platform: %s", sw_error_msg(err));
 		return rc;
 	}
 	if (platform_arg && (!plat.os || !plat.architecture)) {
 		sw_oci_platform_clear(&plat);
-		return usage_error("import", "--platform '%s': expected OS/ARCH[/VARIANT]",
-		                   platform_arg);
+		return sw_cli_usage_error("image", "import",
+		                          "--platform '%s': expected OS/ARCH[/VARIANT]",
+		                          platform_arg);
 	}
 	if (strncmp(dst, "docker://", 9) == 0) {
 		sw_oci_platform_clear(&plat);
-		return usage_error(
-		        "import",
+		return sw_cli_usage_error(
+		        "image", "import",
 		        "DST '%s' is a registry; import writes to a local layout. "
 		        "Import into oci:DIR:TAG (or NAME[:TAG]) first, then push it with "
 		        "'slipway image copy oci:DIR:TAG %s'",
@@ -212,7 +181,7 @@ int sw_cmd_image_import(int argc, char **argv)
 	sw_imgloc loc;
 	if (sw_imgloc_parse(&loc, dst, &err) < 0) {
 		sw_oci_platform_clear(&plat);
-		return usage_error("import", "%s", sw_error_msg(err));
+		return sw_cli_usage_error("image", "import", "%s", sw_error_msg(err));
 	}
 
 	/* SOURCE_DATE_EPOCH makes the import reproducible: mtimes are clamped to it as well */
@@ -274,17 +243,6 @@ static int write_raw_blob(sw_oci_store *s, const sw_digest *d, sw_error **err)
 	return 0;
 }
 
-/* "os/arch[/variant]" of a config. Caller frees. */
-static char *config_platform(const sw_oci_config *cfg)
-{
-	sw_oci_platform p = { .os = cfg->os,
-		              .architecture = cfg->architecture,
-		              .variant = cfg->variant };
-	if (!p.os || !p.architecture)
-		return sw_xstrdup("unknown");
-	return sw_oci_platform_str(&p);
-}
-
 static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
                             const sw_oci_descriptor *desc, const sw_oci_manifest *m,
                             const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json)
@@ -294,7 +252,7 @@ static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
 	json_object_set_new(o, "digest", json_string(desc->digest.s));
 	json_object_set_new(o, "mediaType", json_string(desc->media_type));
 	json_object_set_new(o, "size", json_integer(desc->size));
-	cleanup_free char *plat = config_platform(cfg);
+	cleanup_free char *plat = sw_cli_config_platform(cfg);
 	json_object_set_new(o, "platform", json_string(plat));
 	if (!sw_oci_digest_eq(&top->digest, &desc->digest))
 		json_object_set_new(o, "indexDigest", json_string(top->digest.s));
@@ -378,7 +336,7 @@ int sw_cmd_image_inspect(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(inspect_usage, stdout);
 		return 0;
 	}
@@ -399,11 +357,12 @@ int sw_cmd_image_inspect(int argc, char **argv)
 			fputs(inspect_usage, stdout);
 			return 0;
 		default:
-			return bad_option("inspect", c, argv);
+			return sw_cli_bad_option("image", "inspect", c, argv);
 		}
 	}
 	if (argc - optind != 1)
-		return usage_error("inspect", "expected one REF, got %d arguments", argc - optind);
+		return sw_cli_usage_error("image", "inspect", "expected one REF, got %d arguments",
+		                          argc - optind);
 	const char *ref = argv[optind];
 	if (strncmp(ref, "docker://", 9) == 0)
 		return sw_cmd_image_inspect_remote(argc, argv);
@@ -411,11 +370,11 @@ int sw_cmd_image_inspect(int argc, char **argv)
 	cleanup_error sw_error *err = NULL;
 	sw_oci_platform plat = { 0 };
 	if (platform_arg && sw_oci_platform_parse(&plat, platform_arg, &err) < 0)
-		return usage_error("inspect", "--platform: %s", sw_error_msg(err));
+		return sw_cli_usage_error("image", "inspect", "--platform: %s", sw_error_msg(err));
 	sw_imgloc loc;
 	if (sw_imgloc_parse(&loc, ref, &err) < 0) {
 		sw_oci_platform_clear(&plat);
-		return usage_error("inspect", "%s", sw_error_msg(err));
+		return sw_cli_usage_error("image", "inspect", "%s", sw_error_msg(err));
 	}
 	int rc = 0;
 	if (inspect_local(ref, &loc, platform_arg ? &plat : NULL, raw, &err) < 0)
@@ -461,7 +420,7 @@ static int manifest_summary(int64_t *size, char **platform, sw_oci_store *s,
 	r = sw_oci_config_parse(&cfg, cbuf, clen, err);
 	if (r < 0)
 		return sw_error_wrap(err, "config of %s", d->digest.s);
-	*platform = config_platform(&cfg);
+	*platform = sw_cli_config_platform(&cfg);
 	sw_oci_config_clear(&cfg);
 	*size = total;
 	return 0;
@@ -537,30 +496,6 @@ static int ls_row_cmp(const void *a, const void *b)
 	return x->order < y->order ? -1 : x->order > y->order;
 }
 
-/* Sizes as people read them: 512B, 4.26MB, 1.1GB (powers of 1000, three digits). */
-static void human_size(char *buf, size_t n, int64_t v)
-{
-	static const char *const units[] = { "B", "kB", "MB", "GB", "TB", "PB" };
-	if (v < 0) {
-		snprintf(buf, n, "-");
-		return;
-	}
-	double x = (double)v;
-	size_t u = 0;
-	while (x >= 999.5 && u + 1 < SW_ARRAY_SIZE(units)) {
-		x /= 1000;
-		u++;
-	}
-	if (u == 0)
-		snprintf(buf, n, "%lldB", (long long)v);
-	else if (x < 9.995)
-		snprintf(buf, n, "%.2f%s", x, units[u]);
-	else if (x < 99.95)
-		snprintf(buf, n, "%.1f%s", x, units[u]);
-	else
-		snprintf(buf, n, "%.0f%s", x, units[u]);
-}
-
 static void print_table(const ls_row *rows, size_t n)
 {
 	const char *hdr[4] = { "NAME", "DIGEST", "SIZE", "PLATFORM" };
@@ -568,7 +503,7 @@ static void print_table(const ls_row *rows, size_t n)
 	char(*sizes)[32] = sw_xcalloc(n ? n : 1, sizeof(*sizes));
 	char(*digests)[24] = sw_xcalloc(n ? n : 1, sizeof(*digests));
 	for (size_t i = 0; i < n; i++) {
-		human_size(sizes[i], sizeof(sizes[i]), rows[i].size);
+		sw_cli_human_size(sizes[i], sizeof(sizes[i]), rows[i].size);
 		snprintf(digests[i], sizeof(digests[i]), "sha256:%.12s",
 		         sw_oci_digest_hex(&rows[i].desc.digest));
 		size_t ln = strlen(rows[i].name ? rows[i].name : "<none>");
@@ -611,7 +546,7 @@ int sw_cmd_image_ls(int argc, char **argv)
 		{ "help", no_argument, NULL, 'h' },
 		{ NULL, 0, NULL, 0 },
 	};
-	if (wants_help(argc, argv)) {
+	if (sw_cli_wants_help(argc, argv)) {
 		fputs(ls_usage, stdout);
 		return 0;
 	}
@@ -631,20 +566,22 @@ int sw_cmd_image_ls(int argc, char **argv)
 			fputs(ls_usage, stdout);
 			return 0;
 		default:
-			return bad_option("ls", c, argv);
+			return sw_cli_bad_option("image", "ls", c, argv);
 		}
 	}
 	if (argc - optind > 1)
-		return usage_error("ls", "expected at most one oci:DIR, got %d arguments",
-		                   argc - optind);
+		return sw_cli_usage_error("image", "ls",
+		                          "expected at most one oci:DIR, got %d arguments",
+		                          argc - optind);
 	if (quiet && as_json)
-		return usage_error("ls", "--quiet and --json cannot be used together");
+		return sw_cli_usage_error("image", "ls",
+		                          "--quiet and --json cannot be used together");
 	cleanup_free char *dir = NULL;
 	bool is_default = false;
 	if (argc - optind == 1) {
 		const char *arg = argv[optind];
 		if (strncmp(arg, "oci:", 4) != 0 || !arg[4])
-			return usage_error("ls", "'%s': expected oci:DIR", arg);
+			return sw_cli_usage_error("image", "ls", "'%s': expected oci:DIR", arg);
 		dir = sw_xstrdup(arg + 4);
 	} else {
 		dir = sw_cli_default_store_dir();

@@ -30,18 +30,6 @@ static const char usage[] =
         "\n"
         "Run 'slipway COMMAND --help' for a command's own help.\n";
 
-int sw_cli_fail(const sw_error *err)
-{
-	cleanup_free char *m = sw_redact(sw_error_msg(err));
-	fprintf(stderr, "slipway: error: %s\n", m);
-	return 1;
-}
-
-bool sw_cli_is_help(const char *arg)
-{
-	return arg && (strcmp(arg, "-h") == 0 || strcmp(arg, "--help") == 0);
-}
-
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
