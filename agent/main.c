@@ -17,6 +17,7 @@ static const char usage[] =
         "A daemonless CI/CD agent: builds each commit's image, tests it in containers, promotes it.\n"
         "\n"
         "commands:\n"
+        "  build     build an image from a Dockerfile, with the layer cache\n"
         "  image     copy, import, inspect and list OCI images\n"
         "  cache     list and prune the build cache\n"
         "\n"
@@ -92,6 +93,8 @@ int main(int argc, char **argv)
 		return sw_cmd_image(argc - optind, argv + optind);
 	if (strcmp(cmd, "cache") == 0)
 		return sw_cmd_cache(argc - optind, argv + optind);
+	if (strcmp(cmd, "build") == 0)
+		return sw_cmd_build(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage, stdout);
 		return 0;

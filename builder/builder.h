@@ -37,7 +37,11 @@ typedef enum {
 	SW_DF_SHELL,
 } sw_df_kind;
 
-/* "--name=value" flags of an instruction, in their order (value NULL for a bare "--link"). */
+/*
+ * "--name=value" flags of an instruction, in their order, checked against the ones Docker knows
+ * for it (quotes removed, values not yet substituted). Boolean flags: value NULL for a bare
+ * "--link", else "true" or "false".
+ */
 typedef struct sw_df_flag {
 	char *name;
 	char *value;
@@ -60,13 +64,27 @@ typedef struct sw_df_instruction {
 	sw_df_flag *flags;
 	size_t n_flags;
 	bool json_form; /* exec form: args are the JSON array's strings */
-	char **args;    /* shell form: args[0] is the rest of the line (RUN, CMD, ENTRYPOINT,
-	                 * SHELL-less forms) or the whitespace-split words (COPY/ADD sources and
-	                 * destination, EXPOSE, VOLUME, ...); ENV/LABEL/ARG: "key=value" pairs
-	                 * with the legacy "ENV k v" form normalised; NULL-terminated */
+	char **args;    /* NULL-terminated, never NULL; as Docker's parser leaves them, quotes
+	                 * and escapes still in (sw_df_expand removes them):
+	                 * - RUN CMD ENTRYPOINT SHELL shell form: args[0] is the rest of the line
+	                 *   ("" when nothing follows: Docker then runs `sh -c ""`); exec form:
+	                 *   the JSON strings (SHELL must have them)
+	                 * - COPY ADD VOLUME: the JSON strings, or the whitespace-split words
+	                 *   (sources then destination; "<<EOF" words are heredoc sources, see
+	                 *   sw_df_heredoc_for_arg); FROM EXPOSE: whitespace-split words
+	                 * - WORKDIR USER STOPSIGNAL MAINTAINER: args[0], the rest of the line
+	                 * - ENV LABEL: "key=value" words (split key at the first "=" and expand
+	                 *   each part); the legacy "ENV k v w" is normalised to "k=v w"
+	                 * - ARG: "name" or "name=default" words
+	                 * - HEALTHCHECK: args[0] "CMD" or "NONE" as written, then the command
+	                 *   (one shell-form string or the JSON strings)
+	                 * - ONBUILD: args[0] the trigger as written (heredocs appended as
+	                 *   Docker records them), parsed in `onbuild` */
 	sw_df_heredoc *heredocs;
 	size_t n_heredocs;
-	struct sw_df_instruction *onbuild; /* ONBUILD's parsed trigger */
+	struct sw_df_instruction *onbuild; /* ONBUILD's trigger, parsed and checked; NULL when
+	                                    * Docker would only find it wrong in a child build
+	                                    * (unknown instruction, bad arguments) */
 } sw_df_instruction;
 
 typedef struct sw_dockerfile {
@@ -92,14 +110,27 @@ const char *sw_df_kind_name(sw_df_kind kind);
 typedef const char *(*sw_df_lookup_cb)(const char *name, void *payload);
 
 /*
- * Docker's word substitution: $V, ${V}, ${V:-word}, ${V-word}, ${V:+word}, ${V+word},
- * ${V:?msg}, escaped "\$" (with the file's escape character), quotes kept or removed as Docker
- * does for the instruction. With `words` non-NULL, the result is also split into words
- * (quotes honoured) for instructions that take several (COPY, EXPOSE, ...). Errors name the
- * place (file:line:column of the instruction).
+ * Docker's word substitution (BuildKit's ProcessWord): $V, ${V}, ${V:-word}, ${V-word},
+ * ${V:+word}, ${V+word}, ${V:?msg}, ${V?msg}, ${V#pat}, ${V##pat}, ${V%pat}, ${V%%pat},
+ * ${V/pat/repl}, ${V//pat/repl}, escapes with the file's escape character, quotes removed
+ * (single quotes literal). With `words` non-NULL, the result is also split into words as
+ * ProcessWords does (quoted text never splits; EXPOSE). Either of out and words may be NULL;
+ * what they receive is the caller's (free, sw_strv_free). Errors name the place
+ * (file:line:column of the instruction) and Docker's reason ("V: msg" for ${V:?msg}).
  */
 int sw_df_expand(char **out, char ***words, const sw_dockerfile *df, const sw_df_instruction *ins,
                  const char *text, sw_df_lookup_cb lookup, void *payload, sw_error **err) SW_WUR;
+/*
+ * The body of a COPY/ADD heredoc as Docker writes it: substituted (quotes left alone, "\" as
+ * escape) unless the delimiter was quoted, else a copy. *out is the caller's.
+ */
+int sw_df_expand_heredoc(char **out, const sw_dockerfile *df, const sw_df_instruction *ins,
+                         const sw_df_heredoc *hd, sw_df_lookup_cb lookup, void *payload,
+                         sw_error **err) SW_WUR;
+/* Does Docker substitute variables in this instruction's arguments? (list in shellwords.c) */
+bool sw_df_kind_expands(sw_df_kind kind);
+/* The heredoc a COPY/ADD source word ("<<EOF", "<<-'EOF'") stands for, or NULL for a path. */
+const sw_df_heredoc *sw_df_heredoc_for_arg(const sw_df_instruction *ins, const char *arg);
 
 /* ---------------------------------------------------------------- .dockerignore */
 
@@ -109,8 +140,9 @@ typedef struct sw_dockerignore sw_dockerignore;
 int sw_dockerignore_parse(sw_dockerignore **out, const char *buf, size_t len, const char *filename,
                           sw_error **err) SW_WUR;
 /*
- * Load CONTEXT/<Dockerfile name>.dockerignore when it exists, else CONTEXT/.dockerignore,
- * else an empty set. `dockerfile` is the Dockerfile path as given.
+ * Load <Dockerfile path>.dockerignore (beside the Dockerfile) when it exists, else
+ * CONTEXT/.dockerignore, else an empty set. `dockerfile` is the Dockerfile path as given (NULL:
+ * CONTEXT/Dockerfile).
  */
 int sw_dockerignore_load(sw_dockerignore **out, const char *context_dir, const char *dockerfile,
                          sw_error **err) SW_WUR;

@@ -1,0 +1,2 @@
+FROM scratch
+COPY --xyz=1 a /b

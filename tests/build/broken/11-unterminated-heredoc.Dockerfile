@@ -1,0 +1,4 @@
+FROM scratch
+RUN <<EOF
+echo hi
+EO

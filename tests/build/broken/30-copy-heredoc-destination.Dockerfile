@@ -1,0 +1,4 @@
+FROM scratch
+COPY file <<EOF
+content
+EOF

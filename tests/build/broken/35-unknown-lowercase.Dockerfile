@@ -1,0 +1,1 @@
+frm alpine

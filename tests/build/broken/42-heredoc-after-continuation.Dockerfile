@@ -1,0 +1,4 @@
+FROM scratch
+RUN set -e && \
+  cat <<EOF > /x
+never closed
