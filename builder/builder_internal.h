@@ -170,16 +170,16 @@ typedef enum {
 /* One RUN --mount=..., options expanded and checked. */
 typedef struct sw_build__mount {
 	sw_build__mount_type type;
-	char *target;                /* absolute in the container */
-	char *source;                /* bind: path in the source ("/" default) */
+	char *target;                 /* absolute in the container */
+	char *source;                 /* bind: path in the source ("/" default) */
 	sw_build__src_kind from_kind; /* bind: CONTEXT, STAGE or IMAGE */
-	int from;                    /* stage or image index */
-	char **matched;              /* bind from the context: the matched paths */
-	char *id;                    /* cache and secret ids (secret: the --secret id) */
-	bool readonly;               /* bind: true unless rw */
-	bool required;               /* secret */
-	sw_build__sharing sharing;   /* cache */
-	mode_t mode;                 /* cache: folder mode (0755); secret: file mode (0400) */
+	int from;                     /* stage or image index */
+	char **matched;               /* bind from the context: the matched paths */
+	char *id;                     /* cache and secret ids (secret: the --secret id) */
+	bool readonly;                /* bind: true unless rw */
+	bool required;                /* secret */
+	sw_build__sharing sharing;    /* cache */
+	mode_t mode;                  /* cache: folder mode (0755); secret: file mode (0400) */
 	uid_t uid;
 	gid_t gid;
 	uint64_t size; /* tmpfs size in bytes, 0: default */
@@ -208,16 +208,16 @@ typedef struct sw_build__step {
 
 	/* COPY / ADD */
 	sw_build__src_kind src_kind;
-	int src;              /* stage or image index */
-	char **srcs;          /* expanded sources (URLs for SRC_URL, heredoc names for HEREDOC) */
-	char **matched;       /* SRC_CONTEXT: matched context-relative paths */
-	char **bodies;        /* SRC_HEREDOC: file contents, parallel to srcs */
-	char *dest;           /* absolute, a trailing "/" kept */
-	char *chown;          /* --chown value or NULL */
+	int src;        /* stage or image index */
+	char **srcs;    /* expanded sources (URLs for SRC_URL, heredoc names for HEREDOC) */
+	char **matched; /* SRC_CONTEXT: matched context-relative paths */
+	char **bodies;  /* SRC_HEREDOC: file contents, parallel to srcs */
+	char *dest;     /* absolute, a trailing "/" kept */
+	char *chown;    /* --chown value or NULL */
 	bool chmod;
 	mode_t mode;
-	bool add;             /* ADD semantics (local tar archives extracted) */
-	char *checksum;       /* ADD --checksum */
+	bool add;       /* ADD semantics (local tar archives extracted) */
+	char *checksum; /* ADD --checksum */
 
 	/* WORKDIR: the folder to create (absolute); `user` owns created folders */
 	char *workdir;
@@ -225,12 +225,12 @@ typedef struct sw_build__step {
 
 /* An image used by FROM, COPY --from=IMAGE or RUN --mount=from=IMAGE. */
 typedef struct sw_build__image {
-	char *name;                  /* as written (expanded) */
+	char *name; /* as written (expanded) */
 	sw_oci_platform platform;
-	sw_oci_descriptor desc;      /* the platform manifest's descriptor */
+	sw_oci_descriptor desc; /* the platform manifest's descriptor */
 	sw_oci_manifest manifest;
 	sw_oci_config config;
-	bool pulled;                 /* it was not in the local store */
+	bool pulled; /* it was not in the local store */
 } sw_build__image;
 
 typedef struct sw_build__stage {
@@ -248,10 +248,10 @@ typedef struct sw_build__stage {
 	size_t n_steps;
 	int n_progress; /* FROM (image bases) + layer steps: the N of "[i/N]" */
 	char key0[72];
-	char key[72];   /* the last step's key (key0 without steps) */
+	char key[72]; /* the last step's key (key0 without steps) */
 	/* replayed config: base config + instructions (rootfs and history are set at the end) */
 	sw_oci_config config;
-	char **shell;   /* SHELL in effect at the end */
+	char **shell; /* SHELL in effect at the end */
 } sw_build__stage;
 
 /* What the plan needs from outside; the engine gives the store, registry and context. */
@@ -260,18 +260,18 @@ typedef struct sw_build__hooks {
 	int (*image)(sw_build__image *img, void *payload, sw_error **err);
 	/* COPY/ADD/bind sources from the context: the matched paths and their digest. */
 	int (*context)(sw_digest *out, char ***matched, char *const *srcs, void *payload,
-		       sw_error **err);
+	               sw_error **err);
 	/* ADD URL: fetch (or take from this build's downloads) and digest the content. */
 	int (*url)(sw_digest *out, const char *url, const char *checksum, void *payload,
-		   sw_error **err);
+	           sw_error **err);
 	/* A warning (unused build argument, ONBUILD triggers not run, ...). May be NULL. */
 	void (*warn)(const char *msg, void *payload);
 	void *payload;
 } sw_build__hooks;
 
 typedef struct sw_build__plan_opts {
-	const char *const *build_args; /* "K=V" or "K" (from the environment) */
-	const char *target;            /* NULL: the last stage */
+	const char *const *build_args;   /* "K=V" or "K" (from the environment) */
+	const char *target;              /* NULL: the last stage */
 	const sw_oci_platform *platform; /* NULL: this machine's */
 	const char *network;             /* "none" (NULL), "host" or "default" (= none) */
 	const sw_build_secret *secrets;
@@ -293,8 +293,8 @@ typedef struct sw_build__plan {
  * computed. Errors name Dockerfile:LINE:COLUMN.
  */
 int sw_build__plan_new(sw_build__plan **out, const sw_dockerfile *df,
-		       const sw_build__plan_opts *opts, const sw_build__hooks *hooks,
-		       sw_error **err) SW_WUR;
+                       const sw_build__plan_opts *opts, const sw_build__hooks *hooks,
+                       sw_error **err) SW_WUR;
 void sw_build__plan_free(sw_build__plan *p);
 
 /* The stage named `name` (case-insensitive) or with that index; -1 when there is none. */
