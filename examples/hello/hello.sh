@@ -1,0 +1,2 @@
+#!/bin/sh
+echo "$GREETING from slipway $(cat "$APP_HOME/VERSION") as $(id -un)"
