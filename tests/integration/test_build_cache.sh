@@ -8,6 +8,9 @@
 #   - touching every file (same bytes, new mtimes) keeps the cache and the digest;
 #   - changing one file's bytes re-runs its COPY and every step after it, and nothing before;
 #   - a changed --build-arg re-runs from the first step that uses it, and nothing before;
+#   - a mode change (same bytes), a new file and a changed symlink target in a copied folder
+#     re-run that COPY and what follows; a change to a file no step copies, to an ignored file
+#     (.dockerignore) or to a comment of the Dockerfile keeps everything cached;
 #   - --no-cache runs every step;
 #   - --cache-to a registry, then an empty state folder (same base image) with --cache-from:
 #     every step is a hit (no RUN output) and the digest is the same (SOURCE_DATE_EPOCH set);
@@ -32,6 +35,10 @@ echo stable >"$ctx/stable.txt"
 echo "version 1" >"$ctx/changing.txt"
 echo one >"$ctx/dir/one.txt"
 echo two >"$ctx/dir/sub/two.txt"
+ln -s one.txt "$ctx/dir/link"
+echo unrelated >"$ctx/unrelated.txt"
+echo ignored >"$ctx/ignored.txt"
+echo ignored.txt >"$ctx/.dockerignore"
 cat >"$ctx/Dockerfile" <<'DF'
 FROM bb:1
 RUN echo RAN-'A' && echo a > /a.txt
@@ -98,7 +105,8 @@ not_ran() {
 step_is() {
 	local want=$1 text=$2 line
 	line=$(steps | grep -F -- "$text" | head -n 1)
-	[ -n "$line" ] || fail "build $n_build: no step '$text' in the progress: $(cat "$T/build$n_build.err")"
+	[ -n "$line" ] ||
+		fail "build $n_build: no step '$text' in the progress: $(cat "$T/build$n_build.err")"
 	[[ $line == "$want "* ]] || fail "build $n_build: step '$text' should be $want; progress: $(steps)"
 }
 
@@ -157,11 +165,43 @@ build
 all_cached
 assert_eq "$d2" "$DIGEST" "V=1 again comes from the cache"
 
+echo "== a mode change (same bytes) in a copied folder re-runs that COPY and what follows"
+chmod 0755 "$ctx/dir/one.txt"
+build
+not_ran A B C D
+step_is CACHED "COPY changing.txt"
+step_is RAN "COPY dir/"
+ran E
+
+echo "== a new file in a copied folder"
+echo new >"$ctx/dir/sub/new.txt"
+build
+not_ran A B C D
+step_is RAN "COPY dir/"
+ran E
+
+echo "== a changed symlink target in a copied folder"
+ln -sfn sub/two.txt "$ctx/dir/link"
+build
+not_ran A B C D
+step_is RAN "COPY dir/"
+ran E
+d4=$DIGEST
+
+echo "== files no step copies, ignored files and comments change nothing"
+echo more >>"$ctx/unrelated.txt"
+echo more >>"$ctx/ignored.txt"
+sed -i '1i # a new comment' "$ctx/Dockerfile"
+build
+all_cached
+assert_eq "$d4" "$DIGEST" "digest after changing an unused file, an ignored file and a comment"
+
 echo "== --no-cache runs every step"
 build --no-cache
 ran "${MARKS[@]}"
 # (the base image itself is "cached": it is in the store)
-! steps | grep -v '\] FROM ' | grep -q '^CACHED ' || fail "--no-cache build had cached steps: $(steps)"
+! steps | grep -v '\] FROM ' | grep -q '^CACHED ' ||
+	fail "--no-cache build had cached steps: $(steps)"
 
 # ---------------------------------------------------------------- registry cache, reproducibility
 

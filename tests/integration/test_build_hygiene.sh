@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# Nothing is left behind by `slipway build`: after a successful build, after a failed build (a
+# Nothing is left behind by `slipway build`: after a successful build (one of whose RUN steps
+# leaves a process running in the background), after a failed build (a
 # RUN exiting 3: slipway exits 1 and says "exit code 3" with the step's last output), and after a
 # build killed with SIGKILL in the middle of a `RUN sleep` followed by the next build, there are
 #   - no mounts under the test's folder (/proc/self/mountinfo),
@@ -35,7 +36,9 @@ reap_all() {
 		kill -9 "$p" 2>/dev/null || true
 	done
 	for rt in runc crun; do
-		[ -d "$STATE/exec/runtime/$rt" ] && command -v "$rt" >/dev/null || continue
+		if [ ! -d "$STATE/exec/runtime/$rt" ] || ! command -v "$rt" >/dev/null; then
+			continue
+		fi
 		for id in $("$rt" --root "$STATE/exec/runtime/$rt" list -q 2>/dev/null); do
 			"$rt" --root "$STATE/exec/runtime/$rt" delete --force "$id" >/dev/null 2>&1 || true
 		done
@@ -72,7 +75,7 @@ state_pids() {
 }
 
 # shellcheck disable=SC2154 # sw_rc is set by the trap itself
-trap 'sw_rc=$?; reap_all; (exit $sw_rc); sw_cleanup' EXIT
+trap 'sw_rc=$?; set +e; reap_all; (exit $sw_rc); sw_cleanup' EXIT
 
 sw_make_busybox_tar "$T/rootfs.tar"
 run_ok import "$SLIPWAY" image import "$T/rootfs.tar" bb:1
@@ -116,15 +119,18 @@ ctx=$T/ctx
 mkdir -p "$ctx"
 echo data >"$ctx/data.txt"
 
-echo "== a successful build"
+echo "== a successful build (one RUN leaves a process in the background)"
 cat >"$ctx/Dockerfile" <<'DF'
 FROM bb:1
+ARG TOKEN
 COPY data.txt /data.txt
 RUN cat /data.txt > /copy.txt && mkdir /made
 WORKDIR /made
-RUN echo ok > ok.txt
+# the step ends when its main process does; what it left running is killed with it
+RUN SW_HYGIENE_TOKEN=$TOKEN sh -c 'sleep 300 &' && echo ok > ok.txt
 DF
-run_ok ok "$SLIPWAY" build --progress plain -t hygiene:ok "$ctx"
+run_ok ok timeout 120 "$SLIPWAY" build --progress plain -t hygiene:ok --build-arg "TOKEN=$TOKEN" \
+	"$ctx"
 assert_clean "after a successful build"
 
 echo "== a failed build"
@@ -152,6 +158,7 @@ DF
 "$SLIPWAY" build --progress plain -t hygiene:killed --build-arg "TOKEN=$TOKEN" \
 	"$ctx" >"$T/killed.out" 2>"$T/killed.err" &
 KILLED_PID=$!
+disown "$KILLED_PID" # no "Killed" notice from the shell
 sw_track_pid "$KILLED_PID" "$T/killed.err"
 for ((i = 0; i < 600; i++)); do
 	[ -z "$(token_pids)" ] || break
@@ -160,7 +167,10 @@ for ((i = 0; i < 600; i++)); do
 done
 [ -n "$(token_pids)" ] || fail "the RUN sleep 30 did not start in 60 s: $(cat "$T/killed.err")"
 kill -9 "$KILLED_PID"
-wait "$KILLED_PID" 2>/dev/null || true
+for ((i = 0; i < 100; i++)); do
+	kill -0 "$KILLED_PID" 2>/dev/null || break
+	sleep 0.05
+done
 sw_stop_pid "$KILLED_PID"
 
 echo "== the next build cleans up after it"
