@@ -7,6 +7,9 @@
  */
 #include "cache/cache_internal.h"
 
+/* How precisely the last use of an entry is recorded, in seconds. */
+#define SW_CACHE__LAST_USED_GRAIN 60
+
 #include <dirent.h>
 #include <errno.h>
 #include <string.h>
@@ -215,7 +218,12 @@ static int lookup_locked(sw_cache_entry *out, sw_cache *c, const char *key, cons
 		return sw_error_set(err, SW_ERR_NOT_FOUND,
 		                    "no cache entry for %s (its layer has left the store)", key);
 	}
-	out->last_used = (int64_t)time(NULL);
+	/* last use is kept to the minute: a hit within a minute of the last one rewrites nothing
+	 * (a warm rebuild then costs no write and no fsync per step) */
+	int64_t now = (int64_t)time(NULL);
+	if (out->last_used <= now && now - out->last_used < SW_CACHE__LAST_USED_GRAIN)
+		return 0;
+	out->last_used = now;
 	if ((r = write_entry(path, out, err)) < 0) {
 		sw_cache_entry_clear(out);
 		return sw_error_wrap(err, "mark cache entry %s used", key);

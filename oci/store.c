@@ -669,6 +669,23 @@ static int index_update(sw_oci_store *s, const char *name, json_t *add, size_t *
 		json_object_set_new(root, "manifests", mans);
 	}
 	size_t n_removed = 0;
+	/* tagging again what the tag already names changes nothing: no rewrite, no fsync */
+	if (addj) {
+		size_t same = 0, named = 0;
+		for (size_t i = 0; i < json_array_size(mans); i++) {
+			json_t *m = json_array_get(mans, i);
+			const char *rn = entry_ref_name(m);
+			if (rn && strcmp(rn, name) == 0) {
+				named++;
+				same += json_equal(m, addj) ? 1 : 0;
+			}
+		}
+		if (named == 1 && same == 1) {
+			if (removed)
+				*removed = 0;
+			return 0;
+		}
+	}
 	for (size_t i = json_array_size(mans); i-- > 0;) {
 		const char *rn = entry_ref_name(json_array_get(mans, i));
 		if (rn && strcmp(rn, name) == 0) {
