@@ -252,6 +252,9 @@ typedef struct sw_build__stage {
 	/* replayed config: base config + instructions (rootfs and history are set at the end) */
 	sw_oci_config config;
 	char **shell; /* SHELL in effect at the end */
+	/* the base's ONBUILD triggers, parsed: they own the instructions of the first steps */
+	sw_dockerfile **triggers;
+	size_t n_triggers;
 } sw_build__stage;
 
 /* What the plan needs from outside; the engine gives the store, registry and context. */
@@ -264,7 +267,7 @@ typedef struct sw_build__hooks {
 	/* ADD URL: fetch (or take from this build's downloads) and digest the content. */
 	int (*url)(sw_digest *out, const char *url, const char *checksum, void *payload,
 	           sw_error **err);
-	/* A warning (unused build argument, ONBUILD triggers not run, ...). May be NULL. */
+	/* A warning (unused build argument, ...). May be NULL. */
 	void (*warn)(const char *msg, void *payload);
 	void *payload;
 } sw_build__hooks;

@@ -455,7 +455,7 @@ static char **default_shell(void)
 }
 
 /* The image config's typed fields plus the Docker extensions BuildKit keeps (Healthcheck,
- * Shell, ArgsEscaped); OnBuild triggers of the base are consumed by FROM and dropped. */
+ * Shell, ArgsEscaped, OnBuild); replay_stage runs the base's OnBuild triggers and drops them. */
 static void config_copy(sw_oci_config *dst, const sw_oci_config *src)
 {
 	memset(dst, 0, sizeof(*dst));
@@ -1936,6 +1936,72 @@ static int replay_meta(sstate *ss, sw_build__step *s, sw_error **err)
 	return 0;
 }
 
+/*
+ * The base's ONBUILD triggers (BuildKit's initOnBuildTriggers): each one is parsed as a
+ * Dockerfile instruction and becomes a step at the start of the stage, in order, before the
+ * stage's own instructions. `what` names the base for errors ("image bb:1", "stage parent").
+ */
+#define TRIGGER_FILE "onbuild-trigger"
+static int expand_triggers(planner *pl, sw_build__stage *st, const json_t *ob, const char *what,
+                           sw_error **err)
+{
+	size_t n = json_is_array(ob) ? json_array_size(ob) : 0;
+	if (n == 0)
+		return 0;
+	sw_build__step *steps = sw_xcalloc(n + st->n_steps, sizeof(*steps));
+	st->triggers = sw_xcalloc(n, sizeof(*st->triggers));
+	for (size_t i = 0; i < n; i++) {
+		const json_t *t = json_array_get(ob, i);
+		const char *text = json_is_string(t) ? json_string_value(t) : "";
+		/* after a FROM (the frontend wants a stage): the trigger is the 2nd instruction */
+		cleanup_free char *src = sw_xasprintf("FROM scratch\n%s\n", text);
+		sw_dockerfile *tdf = NULL;
+		sw_error *perr = NULL;
+		const char *why = NULL;
+		cleanup_free char *msg = NULL;
+		if (sw_df_parse(&tdf, src, strlen(src), TRIGGER_FILE, &perr) < 0) {
+			/* drop the "onbuild-trigger:L:C: " prefix: the places are the fake file's
+			 */
+			const char *m = sw_error_msg(perr) ? sw_error_msg(perr) : "invalid";
+			if (strncmp(m, TRIGGER_FILE ":", strlen(TRIGGER_FILE ":")) == 0) {
+				const char *c = strstr(m, ": ");
+				m = c ? c + 2 : m;
+			}
+			msg = sw_xstrdup(m);
+			sw_error_free(perr);
+		} else if (tdf->n_instructions != 2) {
+			why = "an ONBUILD trigger must be a single instruction";
+		} else if (tdf->instructions[1].kind == SW_DF_ONBUILD) {
+			why = "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed";
+		} else if (tdf->instructions[1].kind == SW_DF_FROM ||
+		           tdf->instructions[1].kind == SW_DF_MAINTAINER) {
+			msg = sw_xasprintf("%s isn't allowed as an ONBUILD trigger",
+			                   sw_df_kind_name(tdf->instructions[1].kind));
+		}
+		if (tdf)
+			st->triggers[st->n_triggers++] = tdf;
+		if (msg || why) {
+			free(steps);
+			return fail_at(err, pl, st->from, SW_ERR_INVALID,
+			               "ONBUILD trigger \"%s\" of the base %s: %s", text, what,
+			               msg ? msg : why);
+		}
+		/* errors while replaying the trigger name the FROM that runs it */
+		sw_df_instruction *ins = &tdf->instructions[1];
+		ins->line = st->from->line;
+		ins->column = st->from->column;
+		steps[i].ins = ins;
+		steps[i].kind = ins->kind;
+		steps[i].src = -1;
+	}
+	if (st->n_steps)
+		memcpy(steps + n, st->steps, st->n_steps * sizeof(*steps));
+	free(st->steps);
+	st->steps = steps;
+	st->n_steps += n;
+	return 0;
+}
+
 static int replay_stage(planner *pl, sw_build__stage *st, sw_error **err)
 {
 	sstate ss;
@@ -1967,15 +2033,11 @@ static int replay_stage(planner *pl, sw_build__stage *st, sw_error **err)
 		}
 		sw_build__image *im = &pl->p->images[st->base];
 		config_copy(&st->config, &im->config);
-		json_t *ob = json_object_get(raw_cfg(&st->config), "OnBuild");
-		if (json_is_array(ob) && json_array_size(ob) > 0 && pl->h && pl->h->warn) {
-			cleanup_free char *m =
-			        sw_xasprintf("%s:%d: the base image %s has %zu ONBUILD trigger(s); "
-			                     "they are recorded, not run",
-			                     pl->df->filename ? pl->df->filename : "Dockerfile",
-			                     st->from->line, st->base_name, json_array_size(ob));
-			pl->h->warn(m, pl->h->payload);
-		}
+		cleanup_free char *what = sw_xasprintf("image %s", st->base_name);
+		rc = expand_triggers(pl, st, json_object_get(raw_cfg(&st->config), "OnBuild"), what,
+		                     err);
+		if (rc < 0)
+			goto out;
 		json_object_del(raw_cfg(&st->config), "OnBuild");
 		key_add(h, "version", KEY_VERSION);
 		key_add(h, "base", im->desc.digest.s);
@@ -1986,7 +2048,13 @@ static int replay_stage(planner *pl, sw_build__stage *st, sw_error **err)
 	case SW_BUILD__BASE_STAGE: {
 		sw_build__stage *b = &pl->p->stages[st->base];
 		config_copy(&st->config, &b->config);
-		/* the base stage's own ONBUILD triggers stay recorded in its config only */
+		/* the base stage's ONBUILD triggers run here; they stay recorded in its config only
+		 */
+		cleanup_free char *what = sw_xasprintf("stage %s", b->label);
+		rc = expand_triggers(pl, st, json_object_get(raw_cfg(&st->config), "OnBuild"), what,
+		                     err);
+		if (rc < 0)
+			goto out;
 		json_object_del(raw_cfg(&st->config), "OnBuild");
 		snprintf(st->key0, sizeof(st->key0), "%s", b->key);
 		break;
@@ -2081,6 +2149,9 @@ void sw_build__plan_free(sw_build__plan *p)
 		free(st->steps);
 		sw_oci_config_clear(&st->config);
 		sw_strv_free(st->shell);
+		for (size_t k = 0; k < st->n_triggers; k++)
+			sw_df_free(st->triggers[k]);
+		free(st->triggers);
 	}
 	free(p->stages);
 	for (size_t i = 0; i < p->n_images; i++) {

@@ -6,7 +6,8 @@
  * changes later RUN keys; an unused or proxy build arg changes nothing; a changed context file
  * changes keys from its COPY on; secrets are never part of a key), config replay (CMD reset by
  * ENTRYPOINT, ENV and LABEL substitution, EXPOSE, USER, WORKDIR relative resolution), ARG
- * scopes, RUN argv (shell, exec, SHELL, heredocs), stage selection for --target, and errors.
+ * scopes, RUN argv (shell, exec, SHELL, heredocs), stage selection for --target, ONBUILD
+ * triggers of the base run first, and errors.
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -28,6 +29,7 @@ typedef struct fake {
 	char **warnings;
 	const char *base_cmd; /* Cmd of every fake base image, or NULL */
 	const char *base_workdir;
+	const char *const *base_onbuild; /* OnBuild of every fake base image, NULL-terminated */
 } fake;
 
 static fake F;
@@ -48,6 +50,12 @@ static int fake_image(sw_build__image *img, void *payload, sw_error **err)
 	if (F.base_workdir)
 		img->config.working_dir = sw_xstrdup(F.base_workdir);
 	img->config.raw = json_object();
+	if (F.base_onbuild) {
+		json_t *ob = json_array();
+		for (size_t i = 0; F.base_onbuild[i]; i++)
+			json_array_append_new(ob, json_string(F.base_onbuild[i]));
+		json_object_set_new(img->config.raw, "config", json_pack("{s:o}", "OnBuild", ob));
+	}
 	return 0;
 }
 
@@ -615,6 +623,91 @@ static void test_builder_engine__errors(void **state)
 	}
 }
 
+/* ---------------------------------------------------------------- ONBUILD */
+
+static void test_builder_engine__onbuild_triggers(void **state)
+{
+	(void)state;
+	/* FROM an earlier stage: its triggers come first, in order, then the stage's own steps */
+	planned r = must_plan("FROM base:1 AS parent\n"
+	                      "ONBUILD RUN echo one\n"
+	                      "ONBUILD COPY a /a\n"
+	                      "FROM parent AS child\n"
+	                      "ONBUILD RUN echo mine-later\n"
+	                      "RUN echo mine\n",
+	                      NULL, NULL);
+	sw_build__stage *parent = &r.p->stages[0];
+	sw_build__stage *child = last_stage(&r);
+	assert_int_equal(json_array_size(json_object_get(
+	                         json_object_get(parent->config.raw, "config"), "OnBuild")),
+	                 2);
+	assert_int_equal(child->n_steps, 4);
+	assert_int_equal(child->steps[0].kind, SW_DF_RUN);
+	assert_string_equal(child->steps[0].ins->original, "RUN echo one");
+	assert_non_null(strstr(child->steps[0].created_by, "echo one"));
+	assert_int_equal(child->steps[1].kind, SW_DF_COPY);
+	assert_string_equal(child->steps[1].dest, "/a");
+	assert_string_equal(child->steps[3].ins->original, "RUN echo mine");
+	assert_int_equal(child->steps[0].number, 2);
+	assert_int_equal(child->n_progress, 4);
+	/* the child keeps only its own trigger */
+	json_t *ob = json_object_get(json_object_get(child->config.raw, "config"), "OnBuild");
+	assert_int_equal(json_array_size(ob), 1);
+	assert_string_equal(json_string_value(json_array_get(ob, 0)), "RUN echo mine-later");
+	planned_free(&r);
+
+	/* FROM an image: a changed trigger changes the keys from the first step on */
+	static const char *const t1[] = { "RUN echo triggered > /onbuild.txt", NULL };
+	static const char *const t2[] = { "RUN echo changed > /onbuild.txt", NULL };
+	const char *dft = "FROM base:1\nRUN echo mine\n";
+	F.base_onbuild = t1;
+	planned a = must_plan(dft, NULL, NULL);
+	F.base_onbuild = t2;
+	planned b = must_plan(dft, NULL, NULL);
+	F.base_onbuild = NULL;
+	planned c = must_plan(dft, NULL, NULL);
+	sw_build__stage *sa = last_stage(&a), *sb = last_stage(&b), *sc = last_stage(&c);
+	assert_int_equal(sa->n_steps, 2);
+	assert_int_equal(sc->n_steps, 1);
+	assert_string_equal(sa->steps[0].ins->original, "RUN echo triggered > /onbuild.txt");
+	assert_string_not_equal(sa->steps[0].key, sb->steps[0].key);
+	assert_string_not_equal(sa->steps[1].key, sb->steps[1].key);
+	assert_string_not_equal(sa->key, sc->key);
+	assert_null(json_object_get(json_object_get(sa->config.raw, "config"), "OnBuild"));
+	assert_null(F.warnings);
+	planned_free(&a);
+	planned_free(&b);
+	planned_free(&c);
+
+	/* bad triggers name the base and the trigger */
+	static const struct {
+		const char *trigger;
+		const char *msg;
+	} bad[] = {
+		{ "ONBUILD RUN x", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed" },
+		{ "FROM other", "FROM isn't allowed as an ONBUILD trigger" },
+		{ "MAINTAINER me", "MAINTAINER isn't allowed as an ONBUILD trigger" },
+		{ "BOGUS x", "unknown instruction: BOGUS" },
+		{ "COPY onlyone", "COPY requires at least two arguments" },
+	};
+	for (size_t i = 0; i < SW_ARRAY_SIZE(bad); i++) {
+		const char *const t[] = { "RUN ok", bad[i].trigger, NULL };
+		F.base_onbuild = t;
+		sw_error *err = NULL;
+		sw_dockerfile *df = NULL;
+		sw_build__plan *p = plan_of(&df, dft, NULL, NULL, &err);
+		if (p)
+			fail_msg("trigger %zu planned: %s", i, bad[i].trigger);
+		const char *m = sw_error_msg(err);
+		if (!strstr(m, bad[i].msg) || !strstr(m, bad[i].trigger) ||
+		    !strstr(m, "image base:1") || !strstr(m, "Dockerfile:1:1"))
+			fail_msg("trigger %zu: '%s'", i, m);
+		sw_error_free(err);
+		sw_df_free(df);
+	}
+	F.base_onbuild = NULL;
+}
+
 static void test_builder_engine__helpers(void **state)
 {
 	(void)state;
@@ -654,6 +747,8 @@ int test_builder_engine_run(void)
 		cmocka_unit_test_setup_teardown(test_builder_engine__run_argv, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builder_engine__copy_forms, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builder_engine__stage_selection, setup,
+		                                teardown),
+		cmocka_unit_test_setup_teardown(test_builder_engine__onbuild_triggers, setup,
 		                                teardown),
 		cmocka_unit_test_setup_teardown(test_builder_engine__errors, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_builder_engine__helpers, setup, teardown),
