@@ -51,52 +51,6 @@ struct sw_dockerignore {
 
 /* ---------------------------------------------------------------- Go's path helpers */
 
-/* filepath.Clean for "/" separators. Caller frees. */
-static char *go_clean(const char *path)
-{
-	size_t n = strlen(path);
-	if (n == 0)
-		return sw_xstrdup(".");
-	char *out = sw_xmalloc(n + 2);
-	bool rooted = path[0] == '/';
-	size_t w = 0, r = 0, dotdot = 0;
-	if (rooted) {
-		out[w++] = '/';
-		r = 1;
-		dotdot = 1;
-	}
-	while (r < n) {
-		if (path[r] == '/') {
-			r++;
-		} else if (path[r] == '.' && (r + 1 == n || path[r + 1] == '/')) {
-			r++;
-		} else if (path[r] == '.' && path[r + 1] == '.' &&
-		           (r + 2 == n || path[r + 2] == '/')) {
-			r += 2;
-			if (w > dotdot) {
-				w--;
-				while (w > dotdot && out[w] != '/')
-					w--;
-			} else if (!rooted) {
-				if (w > 0)
-					out[w++] = '/';
-				out[w++] = '.';
-				out[w++] = '.';
-				dotdot = w;
-			}
-		} else {
-			if ((rooted && w != 1) || (!rooted && w != 0))
-				out[w++] = '/';
-			for (; r < n && path[r] != '/'; r++)
-				out[w++] = path[r];
-		}
-	}
-	if (w == 0)
-		out[w++] = '.';
-	out[w] = '\0';
-	return out;
-}
-
 static bool is_space(char c)
 {
 	return c == ' ' || (c >= '\t' && c <= '\r');
@@ -416,7 +370,7 @@ static int add_pattern(sw_dockerignore *di, const char *line, const char *filena
 	cleanup_free char *t = trim_dup(line, strlen(line));
 	if (!*t)
 		return 0;
-	cleanup_free char *c = go_clean(t);
+	cleanup_free char *c = sw_path_clean(t);
 	bool excl = false;
 	const char *body = c;
 	if (c[0] == '!') {
@@ -477,7 +431,7 @@ int sw_dockerignore_parse(sw_dockerignore **out, const char *buf, size_t len, co
 		cleanup_free char *body = invert ? trim_dup(t + 1, strlen(t + 1)) : sw_xstrdup(t);
 		cleanup_free char *pattern = NULL;
 		if (*body) {
-			cleanup_free char *c = go_clean(body);
+			cleanup_free char *c = sw_path_clean(body);
 			const char *pc = c;
 			if (strlen(pc) > 1 && pc[0] == '/')
 				pc++;
@@ -535,7 +489,7 @@ bool sw_dockerignore_match(const sw_dockerignore *di, const char *path)
 {
 	if (!di || di->n == 0 || !path)
 		return false;
-	cleanup_free char *c = go_clean(path);
+	cleanup_free char *c = sw_path_clean(path);
 	const char *file = c;
 	while (file[0] == '/' && file[1])
 		file++;
@@ -583,7 +537,7 @@ bool sw_dockerignore_may_include_under(const sw_dockerignore *di, const char *pa
 	for (size_t i = 0; i < di->n; i++)
 		if (di->p[i].exclusion && has_wildcards(di->p[i].text))
 			return true;
-	cleanup_free char *c = go_clean(path ? path : "");
+	cleanup_free char *c = sw_path_clean(path ? path : "");
 	const char *dir = c;
 	while (dir[0] == '/' && dir[1])
 		dir++;

@@ -879,58 +879,12 @@ int sw_build__exec_copy(sw_build__ctx *b, int si, size_t ki, sw_error **err)
 static int mkdir_owned(const char *root, const char *path, bool chown_new, uid_t uid, gid_t gid,
                        sw_error **err)
 {
-	int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	cleanup_close int rootfd = open(root, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	if (rootfd < 0)
 		return sw_error_os(err, errno, "open %s", root);
-	cleanup_free char *clean = sw_path_clean(path);
-	sw_buf acc = SW_BUF_INIT(0);
-	int rc = 0;
-	const char *p = clean;
-	while (rc == 0 && *p) {
-		while (*p == '/')
-			p++;
-		if (!*p)
-			break;
-		size_t n = strcspn(p, "/");
-		cleanup_free char *parent = sw_xasprintf("/%s", acc.len ? acc.data : "");
-		if ((acc.len && sw_buf_append(&acc, "/", 1, err) < 0) ||
-		    sw_buf_append(&acc, p, n, err) < 0) {
-			rc = SW_ERR_INVALID;
-			break;
-		}
-		cleanup_free char *comp = sw_xstrndup(p, n);
-		p += n;
-		int fd = -1;
-		sw_error *e = NULL;
-		if (sw_path_open_in_root(&fd, rootfd, acc.data, O_PATH | O_DIRECTORY, 0, &e) == 0) {
-			close(fd);
-			continue;
-		}
-		if (!e || e->sys != ENOENT) {
-			if (err && !*err)
-				*err = e;
-			else
-				sw_error_free(e);
-			rc = sw_error_wrap(err, "WORKDIR %s", path);
-			break;
-		}
-		sw_error_free(e);
-		int pfd = -1;
-		if ((rc = sw_path_open_in_root(&pfd, rootfd, parent, O_RDONLY | O_DIRECTORY, 0,
-		                               err)) < 0) {
-			sw_error_wrap(err, "WORKDIR %s", path);
-			break;
-		}
-		if (mkdirat(pfd, comp, 0755) < 0 && errno != EEXIST) {
-			rc = sw_error_os(err, errno, "WORKDIR %s: create /%s", path, acc.data);
-		} else if (chown_new && fchownat(pfd, comp, uid, gid, AT_SYMLINK_NOFOLLOW) < 0) {
-			rc = sw_error_os(err, errno, "WORKDIR %s: chown /%s", path, acc.data);
-		}
-		close(pfd);
-	}
-	sw_buf_free(&acc);
-	close(rootfd);
-	return rc;
+	if (sw_path_mkdir_in_root(rootfd, path, 0755, chown_new, uid, gid, err) < 0)
+		return sw_error_wrap(err, "WORKDIR %s", path);
+	return 0;
 }
 
 int sw_build__exec_workdir(sw_build__ctx *b, int si, size_t ki, sw_error **err)

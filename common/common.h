@@ -229,6 +229,13 @@ int sw_path_resolve_in_root(char **out, int rootfd, const char *path, int flags,
  */
 int sw_path_open_in_root(int *out_fd, int rootfd, const char *path, int oflags, mode_t mode,
                          sw_error **err) SW_WUR;
+/*
+ * mkdir -p of `path` inside the folder `rootfd`, each component resolved with
+ * sw_path_open_in_root (symlinks followed inside the root, never out of it). Folders it creates
+ * get `mode` and, with chown_new, the owner uid:gid. Errors name the component.
+ */
+int sw_path_mkdir_in_root(int rootfd, const char *path, mode_t mode, bool chown_new, uid_t uid,
+                          gid_t gid, sw_error **err) SW_WUR;
 /* Lexically clean a path: collapse "//", ".", and "..", keep a leading "/". Caller frees. */
 char *sw_path_clean(const char *path);
 /* Join two path parts with one "/". Caller frees. */

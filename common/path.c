@@ -12,6 +12,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <limits.h>
 #include <linux/openat2.h>
 #include <string.h>
@@ -242,4 +243,56 @@ int sw_path_open_in_root(int *out_fd, int rootfd, const char *path, int oflags, 
 		return sw_error_os(err, errno, "open '%s' in root (as '/%s')", path, rel);
 	*out_fd = fd;
 	return 0;
+}
+
+int sw_path_mkdir_in_root(int rootfd, const char *path, mode_t mode, bool chown_new, uid_t uid,
+                          gid_t gid, sw_error **err)
+{
+	cleanup_free char *clean = sw_path_clean(path);
+	sw_buf acc = SW_BUF_INIT(0);
+	int rc = 0;
+	const char *p = clean;
+	while (rc == 0 && *p) {
+		while (*p == '/')
+			p++;
+		if (!*p)
+			break;
+		size_t n = strcspn(p, "/");
+		cleanup_free char *parent = sw_xasprintf("/%s", acc.len ? acc.data : "");
+		if ((acc.len && sw_buf_append(&acc, "/", 1, err) < 0) ||
+		    sw_buf_append(&acc, p, n, err) < 0) {
+			rc = SW_ERR_INVALID;
+			break;
+		}
+		cleanup_free char *comp = sw_xstrndup(p, n);
+		p += n;
+		int fd = -1;
+		sw_error *e = NULL;
+		if (sw_path_open_in_root(&fd, rootfd, acc.data, O_PATH | O_DIRECTORY, 0, &e) == 0) {
+			close(fd);
+			continue;
+		}
+		if (!e || e->sys != ENOENT) {
+			if (err && !*err)
+				*err = e;
+			else
+				sw_error_free(e);
+			rc = sw_error_code_of(err ? *err : NULL);
+			if (rc == 0)
+				rc = SW_ERR_GENERIC;
+			break;
+		}
+		sw_error_free(e);
+		int pfd = -1;
+		if ((rc = sw_path_open_in_root(&pfd, rootfd, parent, O_RDONLY | O_DIRECTORY, 0,
+		                               err)) < 0)
+			break;
+		if (mkdirat(pfd, comp, mode) < 0 && errno != EEXIST)
+			rc = sw_error_os(err, errno, "create /%s", acc.data);
+		else if (chown_new && fchownat(pfd, comp, uid, gid, AT_SYMLINK_NOFOLLOW) < 0)
+			rc = sw_error_os(err, errno, "chown /%s", acc.data);
+		close(pfd);
+	}
+	sw_buf_free(&acc);
+	return rc;
 }

@@ -104,57 +104,6 @@ static int rootfs_read(char **out, size_t *out_len, const char *path, void *payl
 	return 0;
 }
 
-/* mkdir -p of an absolute path inside the rootfs, each step resolved in the root. */
-static int mkdir_in_root(int rootfd, const char *path, sw_error **err)
-{
-	cleanup_free char *clean = sw_path_clean(path);
-	sw_buf acc = SW_BUF_INIT(0);
-	int r = 0;
-	const char *p = clean;
-	while (r == 0 && *p) {
-		while (*p == '/')
-			p++;
-		if (!*p)
-			break;
-		size_t n = strcspn(p, "/");
-		cleanup_free char *parent = sw_xstrdup(acc.len ? acc.data : "/");
-		if ((acc.len && sw_buf_append(&acc, "/", 1, err) < 0) ||
-		    sw_buf_append(&acc, p, n, err) < 0) {
-			r = SW_ERR_INVALID;
-			break;
-		}
-		cleanup_free char *comp = sw_xstrndup(p, n);
-		p += n;
-		int fd = -1;
-		sw_error *e = NULL;
-		if (sw_path_open_in_root(&fd, rootfd, acc.data, O_PATH | O_DIRECTORY, 0, &e) == 0) {
-			close(fd);
-			continue;
-		}
-		if (!e || e->sys != ENOENT) {
-			if (err && !*err)
-				*err = e;
-			else
-				sw_error_free(e);
-			r = sw_error_wrap(err, "working folder '%s'", path);
-			break;
-		}
-		sw_error_free(e);
-		int pfd = -1;
-		r = sw_path_open_in_root(&pfd, rootfd, parent, O_PATH | O_DIRECTORY, 0, err);
-		if (r < 0) {
-			sw_error_wrap(err, "working folder '%s'", path);
-			break;
-		}
-		if (mkdirat(pfd, comp, 0755) < 0 && errno != EEXIST)
-			r = sw_error_os(err, errno, "create working folder '%s' ('/%s')", path,
-			                acc.data);
-		close(pfd);
-	}
-	sw_buf_free(&acc);
-	return r;
-}
-
 /* ---------------------------------------------------------------- mount-point stubs */
 
 /*
@@ -659,9 +608,9 @@ static int run_in_box(sw_exec_result *out, const sw_exec_spec *spec, const sw_ex
 		return sw_error_wrap(err, "container user");
 	const char *cwd = spec->cwd && *spec->cwd ? spec->cwd : "/";
 	if (!spec->readonly_rootfs) {
-		r = mkdir_in_root(rootfd, cwd, err);
+		r = sw_path_mkdir_in_root(rootfd, cwd, 0755, false, 0, 0, err);
 		if (r < 0)
-			return r;
+			return sw_error_wrap(err, "working folder '%s'", cwd);
 		static const char *const fixed[] = {
 			"/proc", "/dev", "/sys", "/etc/hosts", "/etc/resolv.conf", "/etc/hostname"
 		};
