@@ -85,6 +85,15 @@ int sw_cli_bad_option(const char *family, const char *cmd, int c, char **argv);
 bool sw_cli_wants_help(int argc, char **argv);
 /* Sizes as people read them: 512B, 4.26MB, 1.1GB (powers of 1000); "-" when negative. */
 void sw_cli_human_size(char *buf, size_t n, int64_t v);
+/*
+ * The JSON of `slipway image inspect` (local and remote alike): name, digest, mediaType, size,
+ * platform, indexDigest (when `top` is an index), config, layers, manifest. The caller owns it.
+ */
+json_t *sw_cli_inspect_json(const char *ref, const sw_oci_descriptor *top,
+                            const sw_oci_descriptor *desc, const sw_oci_manifest *m,
+                            const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json);
+/* Print JSON indented by 2 with a newline on stdout. */
+int sw_cli_print_json(json_t *o, sw_error **err) SW_WUR;
 /* "os/arch[/variant]" of an image config, "unknown" when it has none. Caller frees. */
 char *sw_cli_config_platform(const sw_oci_config *cfg);
 

@@ -348,7 +348,7 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 	sw_oci_registry *r = NULL;
 	if (sw_oci_registry_new(&r, ref->registry, sw_cli_registry_opts(), err) < 0)
 		return sw_error_code_of(*err);
-	cleanup_free char *top_buf = NULL, *buf = NULL, *cbuf = NULL, *plat = NULL;
+	cleanup_free char *top_buf = NULL, *buf = NULL, *cbuf = NULL;
 	size_t top_len = 0, len = 0, clen = 0;
 	sw_oci_descriptor top = { 0 }, desc = { 0 };
 	sw_oci_manifest m = { 0 };
@@ -410,33 +410,8 @@ static int inspect_remote(const char *name, const sw_oci_ref *ref, const sw_oci_
 		rc = sw_error_set(err, SW_ERR_INVALID, "not JSON: %s", jerr.text);
 		goto out;
 	}
-	o = json_object();
-	json_object_set_new(o, "name", json_string(name));
-	json_object_set_new(o, "digest", json_string(desc.digest.s));
-	json_object_set_new(o, "mediaType", json_string(desc.media_type));
-	json_object_set_new(o, "size", json_integer(desc.size));
-	plat = sw_cli_config_platform(&cfg);
-	json_object_set_new(o, "platform", json_string(plat));
-	if (!sw_oci_digest_eq(&top.digest, &desc.digest))
-		json_object_set_new(o, "indexDigest", json_string(top.digest.s));
-	json_object_set(o, "config", cj);
-	json_t *layers = json_array();
-	for (size_t i = 0; i < m.n_layers; i++) {
-		const sw_oci_descriptor *l = &m.layers[i];
-		json_t *lj = json_object();
-		json_object_set_new(lj, "digest", json_string(l->digest.s));
-		json_object_set_new(lj, "size", json_integer(l->size));
-		json_object_set_new(lj, "mediaType", json_string(l->media_type));
-		json_object_set_new(lj, "diffID",
-		                    i < cfg.n_diff_ids ? json_string(cfg.diff_ids[i].s)
-		                                       : json_null());
-		json_array_append_new(layers, lj);
-	}
-	json_object_set_new(o, "layers", layers);
-	json_object_set(o, "manifest", mj);
-	if (json_dumpf(o, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF ||
-	    fflush(stdout) != 0)
-		rc = sw_error_set(err, SW_ERR_GENERIC, "write to stdout failed");
+	o = sw_cli_inspect_json(name, &top, &desc, &m, &cfg, mj, cj);
+	rc = sw_cli_print_json(o, err);
 out:
 	sw_oci_config_clear(&cfg);
 	sw_oci_manifest_clear(&m);

@@ -243,37 +243,6 @@ static int write_raw_blob(sw_oci_store *s, const sw_digest *d, sw_error **err)
 	return 0;
 }
 
-static json_t *inspect_json(const char *ref, const sw_oci_descriptor *top,
-                            const sw_oci_descriptor *desc, const sw_oci_manifest *m,
-                            const sw_oci_config *cfg, json_t *manifest_json, json_t *config_json)
-{
-	json_t *o = json_object();
-	json_object_set_new(o, "name", json_string(ref));
-	json_object_set_new(o, "digest", json_string(desc->digest.s));
-	json_object_set_new(o, "mediaType", json_string(desc->media_type));
-	json_object_set_new(o, "size", json_integer(desc->size));
-	cleanup_free char *plat = sw_cli_config_platform(cfg);
-	json_object_set_new(o, "platform", json_string(plat));
-	if (!sw_oci_digest_eq(&top->digest, &desc->digest))
-		json_object_set_new(o, "indexDigest", json_string(top->digest.s));
-	json_object_set(o, "config", config_json);
-	json_t *layers = json_array();
-	for (size_t i = 0; i < m->n_layers; i++) {
-		const sw_oci_descriptor *l = &m->layers[i];
-		json_t *lj = json_object();
-		json_object_set_new(lj, "digest", json_string(l->digest.s));
-		json_object_set_new(lj, "size", json_integer(l->size));
-		json_object_set_new(lj, "mediaType", json_string(l->media_type));
-		json_object_set_new(lj, "diffID",
-		                    i < cfg->n_diff_ids ? json_string(cfg->diff_ids[i].s)
-		                                        : json_null());
-		json_array_append_new(layers, lj);
-	}
-	json_object_set_new(o, "layers", layers);
-	json_object_set(o, "manifest", manifest_json);
-	return o;
-}
-
 static int inspect_local(const char *ref, const sw_imgloc *loc, const sw_oci_platform *want,
                          bool raw, sw_error **err)
 {
@@ -309,10 +278,8 @@ static int inspect_local(const char *ref, const sw_imgloc *loc, const sw_oci_pla
 	r = read_json_blob(&cj, s, &m.config.digest, SW_OCI_MAX_CONFIG_BYTES, err);
 	if (r < 0)
 		goto out;
-	o = inspect_json(ref, &top, &desc, &m, &cfg, mj, cj);
-	if (json_dumpf(o, stdout, JSON_INDENT(2)) < 0 || fputc('\n', stdout) == EOF ||
-	    fflush(stdout) != 0)
-		r = sw_error_set(err, SW_ERR_GENERIC, "write to stdout failed");
+	o = sw_cli_inspect_json(ref, &top, &desc, &m, &cfg, mj, cj);
+	r = sw_cli_print_json(o, err);
 out:
 	if (o)
 		json_decref(o);
