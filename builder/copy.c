@@ -275,8 +275,9 @@ static int copy_data(copier *c, int in, int out, const char *shown, sw_error **e
 			if (done == 0 &&
 			    (errno == EXDEV || errno == EINVAL || errno == ENOSYS ||
 			     errno == EOPNOTSUPP || errno == EBADF || errno == EPERM)) {
-				if (errno == ENOSYS)
-					c->no_cfr = true;
+				/* the same source and destination for the whole copy: one refusal
+				 * holds for every other file, so do not ask again per file */
+				c->no_cfr = true;
 				break;
 			}
 			return sw_error_os(err, errno, "copy to '%s'", shown);
