@@ -295,8 +295,9 @@ void sw_http_client_free(sw_http_client *c);
  * Send one request, retrying connection errors, 408, 429 and 5xx with exponential backoff and
  * jitter (honouring Retry-After up to backoff_max_ms) unless no_retry is set or the body cannot
  * be rewound. Returns 0 when an HTTP answer came (any status: see response.status), a negative
- * code when none did (SW_ERR_TIMEOUT for timeouts). The response is the caller's to
- * sw_http_response_free.
+ * code when none did (SW_ERR_TIMEOUT for timeouts); when the transfer was cut after the status
+ * line, response.status and headers are still those of the cut answer (else status is 0). The
+ * response is the caller's to sw_http_response_free.
  */
 int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *req,
                sw_error **err) SW_WUR;

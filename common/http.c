@@ -513,7 +513,9 @@ int sw_http_do(sw_http_response *out, sw_http_client *c, const sw_http_request *
 		}
 
 		bool answered = cc == CURLE_OK;
-		out->status = 0;
+		/* a transfer cut after the status line keeps that status (and its headers), so a
+		 * caller resuming a download knows what the partial answer was */
+		out->status = x.status;
 		if (answered)
 			curl_easy_getinfo(c->curl, CURLINFO_RESPONSE_CODE, &out->status);
 		bool retry =

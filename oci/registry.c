@@ -638,25 +638,6 @@ static int64_t content_range_start(const char *v)
 	return s;
 }
 
-/*
- * The status a cut answer most likely had, from the headers that arrived: a Content-Range
- * "bytes N-" is a 206, a Content-Length of the whole blob a 200; 0 when it cannot be told.
- */
-static long cut_answer_status(const sw_http_response *resp, int64_t expected, int64_t offset)
-{
-	const char *cr = sw_http_response_header(resp, "Content-Range");
-	if (cr)
-		return content_range_start(cr) >= 0 ? 206 : 0;
-	const char *cl = sw_http_response_header(resp, "Content-Length");
-	if (!cl)
-		return 0;
-	char *end = NULL;
-	errno = 0;
-	long long n = strtoll(cl, &end, 10);
-	(void)offset;
-	return errno || end == cl || n != expected ? 0 : 200;
-}
-
 /* Download one blob into the store, verified; resumed or restarted when interrupted. */
 static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store *s,
                          const char *repo, const sw_oci_descriptor *desc, sw_error **err)
@@ -715,10 +696,8 @@ static int download_blob(sw_oci_registry *r, sw_http_client *http, sw_oci_store 
 			rc = err_take(err, &last);
 			goto out;
 		}
-		/* a cut transfer has no status, but its headers tell what it was (0: unknown) */
+		/* a cut transfer keeps the status of its answer (0: none came) */
 		long st = resp.status;
-		if (rc < 0 && st == 0)
-			st = cut_answer_status(&resp, c.expected, offset);
 		bool ok = st == 200 || st == 206;
 		if (c.to_side) {
 			/* where the body started decides what to do with it */
