@@ -147,4 +147,34 @@ int sw_cache_cap_from_env(uint64_t *out, sw_error **err) SW_WUR;
  * KiB, MiB, GiB, TiB (powers of 1024); suffix letters are case-insensitive. */
 int sw_cache_size_parse(uint64_t *out, const char *s, sw_error **err) SW_WUR;
 
+/* ---------------------------------------------------------------- job caches (jobcache.c) */
+
+/*
+ * Pipeline job caches (`cache: {key, paths}`): folders of a job's workspace kept between runs,
+ * under STATE/cache/jobs/<sha256 of the key>.tar (a tar made with libarchive: regular files,
+ * folders, symlinks, modes and mtimes; no owners, devices or hard links outside the set).
+ * A save writes a temporary file in the same folder, fsyncs it and renames it over the old
+ * version, so a save killed halfway never damages the previous one, and two jobs saving the
+ * same key at once leave one whole version (the last rename wins). Keys are any text (they may
+ * hold user data): only their digest reaches the disk. Job caches count toward usage and prune
+ * (least recently restored first) like build cache entries.
+ */
+
+/*
+ * Save `paths` (relative to `workspace`: files or folders, already expanded from globs by the
+ * caller; a missing path is skipped) under `key`. Symlinks are stored as symlinks, never
+ * followed; a path that leaves the workspace ("..", absolute, through a symlink) is refused.
+ * *out_bytes (may be NULL) gets the archive's size.
+ */
+int sw_cache_job_save(uint64_t *out_bytes, sw_cache *c, const char *key, const char *workspace,
+                      const char *const *paths, size_t n_paths, sw_error **err) SW_WUR;
+/*
+ * Restore the cache `key` into `workspace` (files are replaced; nothing outside the workspace is
+ * ever written: the archive goes through the safe layer applier). *hit says whether there was
+ * one; a miss is not an error. A damaged archive is removed and reported as a miss with a
+ * warning in *warning (caller frees; may be NULL).
+ */
+int sw_cache_job_restore(bool *hit, char **warning, sw_cache *c, const char *key,
+                         const char *workspace, sw_error **err) SW_WUR;
+
 #endif

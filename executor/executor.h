@@ -12,13 +12,16 @@
 #ifndef SW_EXECUTOR_H
 #define SW_EXECUTOR_H
 
+#include "cache/cache.h"
 #include "common/common.h"
+#include "oci/oci.h"
 
 #include <signal.h>
 
 typedef enum {
 	SW_EXEC_NET_NONE = 0, /* a network namespace with loopback only */
 	SW_EXEC_NET_HOST,     /* the host's network */
+	SW_EXEC_NET_PATH,     /* join the network namespace at sw_exec_spec.netns_path */
 } sw_exec_net;
 
 typedef struct sw_exec_mount {
@@ -52,6 +55,10 @@ typedef struct sw_exec_spec {
 	const sw_exec_mount *mounts;
 	size_t n_mounts;
 	sw_exec_net network;
+	const char *netns_path;               /* SW_EXEC_NET_PATH: a network namespace file */
+	const char *const *extra_hosts;       /* names that resolve to 127.0.0.1 in /etc/hosts,
+	                                       * NULL-terminated or NULL */
+	uint32_t cpu_millis;                  /* CPU quota in thousandths of a CPU; 0: none */
 
 	const char *runtime;   /* "runc" (default), "crun", or a path */
 	const char *state_dir; /* slipway's state folder; runtime state and bundles go under
@@ -113,5 +120,100 @@ int sw_exec_overlay_mount(char **out_mountpoint, const char *state_dir,
                           const char *const *lower_dirs, size_t n_lower, const char *upper_dir,
                           sw_error **err) SW_WUR;
 int sw_exec_overlay_unmount(const char *mountpoint, sw_error **err) SW_WUR;
+
+/* ---------------------------------------------------------------- pods: jobs and services */
+
+/*
+ * A pod is what one pipeline job runs in: one network shared by the job's container and its
+ * service containers (services are reachable on 127.0.0.1 and by their names), and the backend
+ * that runs containers from images of slipway's store.
+ *
+ * Backend `oci`: containers under runc/crun over overlayfs (lower folders: the image's layer
+ * snapshots from the cache, a fresh upper folder per container, removed afterwards). The pod's
+ * network is a network namespace of slipway's own, kept as a file under STATE/exec/netns/ with
+ * an owner label: `none` has loopback only; `private` adds a tap device driven by a slirp4netns
+ * process (outbound access, no inbound); `host` is the host's network (no namespace).
+ * Backend `docker`: the Docker Engine API over its unix socket (libcurl); images are loaded from
+ * the store when the daemon does not have them (by config digest); containers are labelled
+ * slipway.owner=<pid>-<starttime> and share the network of the pod's first container
+ * (NetworkMode container:<id>); `private` uses Docker's default bridge network.
+ */
+typedef enum { SW_EXEC_BACKEND_OCI = 0, SW_EXEC_BACKEND_DOCKER } sw_exec_backend_kind;
+typedef enum { SW_EXEC_POD_NET_NONE = 0, SW_EXEC_POD_NET_PRIVATE, SW_EXEC_POD_NET_HOST } sw_exec_pod_net;
+
+typedef struct sw_exec_backend_opts {
+	sw_exec_backend_kind kind;
+	const char *state_dir;   /* NULL: the default state folder */
+	const char *runtime;     /* oci: "runc" (default), "crun" or a path */
+	const char *docker_host; /* docker: "unix:///path"; NULL: $DOCKER_HOST, else
+	                          * unix:///var/run/docker.sock */
+	sw_oci_store *store;     /* where images come from (kept, not owned) */
+	sw_cache *cache;         /* oci: layer snapshots (kept, not owned) */
+	uint64_t memory_limit;   /* per container, bytes; 0: none */
+	uint64_t pids_limit;     /* per container; 0: none */
+	uint32_t cpu_millis;     /* per container; 0: none */
+	int64_t kill_grace_ms;   /* SIGTERM, then SIGKILL after this; 0: 10000 */
+} sw_exec_backend_opts;
+
+typedef struct sw_exec_pod sw_exec_pod;
+
+/*
+ * Make a pod: the network (a namespace, and slirp4netns for `private`, for oci) and the names
+ * that resolve to 127.0.0.1 inside it (`aliases`, NULL-terminated or NULL; the services' names).
+ * `name` labels what is made ("unit", "db"): letters, digits, '-', '_' are kept in ids.
+ * The options are copied; store and cache must outlive the pod.
+ */
+int sw_exec_pod_new(sw_exec_pod **out, const sw_exec_backend_opts *b, sw_exec_pod_net net,
+                    const char *name, const char *const *aliases, sw_error **err) SW_WUR;
+/*
+ * Remove the pod: containers still running in it are stopped (grace, then kill), then the
+ * network (slirp4netns stopped, namespace file unmounted and removed). Frees p, even on error.
+ */
+int sw_exec_pod_destroy(sw_exec_pod *p, sw_error **err) SW_WUR;
+
+/* One container to run in a pod from an image of the store. */
+typedef struct sw_exec_task {
+	const char *image; /* a store name ("app:dev") or a manifest digest ("sha256:...") */
+	char *const *argv; /* the process (entrypoint/cmd already resolved by the caller) */
+	char *const *env;  /* "K=V", complete (the caller merged the image's Env) */
+	const char *cwd;   /* NULL: "/" */
+	const char *user;  /* NULL: root */
+	const sw_exec_mount *mounts;
+	size_t n_mounts;
+	const char *name;  /* label for ids ("job-unit", "svc-db") */
+	int64_t timeout_ms;
+	volatile sig_atomic_t *cancel;
+	sw_exec_output_cb on_output;
+	void *payload;
+} sw_exec_task;
+
+/*
+ * Run a task in the pod to its end (blocking); several threads may run tasks of one pod at once
+ * (services in the background, the job, a readiness command). Same result rules as
+ * sw_exec_container_run. For oci, the image's layers are unpacked into cache snapshots on first
+ * use; for docker, the image is loaded into the daemon when missing.
+ */
+int sw_exec_pod_run(sw_exec_result *out, sw_exec_pod *p, const sw_exec_task *t,
+                    sw_error **err) SW_WUR;
+
+/*
+ * Wait until a TCP connection to 127.0.0.1:port inside the pod's network succeeds, trying every
+ * interval_ms (0: 200): 0 when it did, SW_ERR_TIMEOUT after timeout_ms, SW_ERR_CANCELLED when
+ * *cancel became non-zero. For docker, the pod's first container must be running.
+ */
+int sw_exec_pod_wait_tcp(sw_exec_pod *p, int port, int64_t timeout_ms, int64_t interval_ms,
+                         volatile sig_atomic_t *cancel, sw_error **err) SW_WUR;
+
+/* The backend's name for messages: "oci (runc)", "docker (unix:///...)". */
+const char *sw_exec_pod_backend_name(const sw_exec_pod *p);
+
+/*
+ * Remove what dead slipway processes left of pods: network namespace files (unmounted),
+ * slirp4netns processes they started (checked by pid and start time), and for docker the
+ * containers labelled with a dead owner. Live owners' things are never touched.
+ * sw_exec_sweep calls the oci part; this one adds docker when docker_host is not NULL.
+ */
+int sw_exec_pod_sweep(unsigned *removed, const char *state_dir, const char *docker_host,
+                      sw_error **err) SW_WUR;
 
 #endif

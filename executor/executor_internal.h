@@ -174,4 +174,33 @@ json_t *sw_exec__spec_build(const sw_exec__spec_in *in);
 /* Docker's default capability set (NULL-terminated), for tests. */
 extern const char *const sw_exec__default_caps[];
 
+/* ---------------------------------------------------------------- pods (pod.c, netns.c, docker*.c) */
+
+/* The oci pod network (netns.c): a namespace file STATE/exec/netns/<id> with an owner label
+ * STATE/exec/netns/<id>.owner (pid, start time, slirp4netns pid and start time). */
+typedef struct sw_exec__netns {
+	char *path;        /* the namespace file (bind mount of /proc/PID/ns/net) */
+	char *label;       /* its owner label file */
+	pid_t slirp_pid;   /* 0: none */
+} sw_exec__netns;
+int sw_exec__netns_create(sw_exec__netns *out, const char *exec_dir, const char *name,
+                          bool slirp, sw_error **err) SW_WUR;
+int sw_exec__netns_destroy(sw_exec__netns *ns, sw_error **err) SW_WUR;
+/* Remove dead owners' namespaces and slirp4netns processes under exec_dir/netns. */
+int sw_exec__netns_sweep(unsigned *removed, const char *exec_dir, sw_error **err) SW_WUR;
+
+/* The docker backend (docker*.c). A pod of the docker backend is an sw_exec__docker_pod. */
+typedef struct sw_exec__docker_pod sw_exec__docker_pod;
+int sw_exec__docker_pod_new(sw_exec__docker_pod **out, const sw_exec_backend_opts *b,
+                            sw_exec_pod_net net, const char *name, const char *const *aliases,
+                            sw_error **err) SW_WUR;
+int sw_exec__docker_pod_destroy(sw_exec__docker_pod *p, sw_error **err) SW_WUR;
+int sw_exec__docker_pod_run(sw_exec_result *out, sw_exec__docker_pod *p, const sw_exec_task *t,
+                            sw_error **err) SW_WUR;
+/* The PID (in the host's pid namespace) of the pod's first running container, for setns into
+ * its network; SW_ERR_NOT_FOUND when none runs yet. */
+int sw_exec__docker_pod_net_pid(pid_t *out, sw_exec__docker_pod *p, sw_error **err) SW_WUR;
+const char *sw_exec__docker_pod_name(const sw_exec__docker_pod *p);
+int sw_exec__docker_sweep(unsigned *removed, const char *docker_host, sw_error **err) SW_WUR;
+
 #endif

@@ -8,10 +8,10 @@ pkgs=(
 	# build
 	build-essential cmake ninja-build pkg-config clang clang-format libclang-rt-14-dev
 	libcurl4-openssl-dev libjansson-dev libarchive-dev libssl-dev libyaml-dev libgit2-dev
-	libzstd-dev zlib1g-dev libcmocka-dev
+	libzstd-dev zlib1g-dev libcmocka-dev libxml2-dev libmicrohttpd-dev
 	# real components used by the demo and the tests
 	docker-registry skopeo umoci busybox-static apache2-utils python3 curl openssl zstd
-	runc crun docker.io debootstrap iproute2
+	runc crun docker.io debootstrap iproute2 slirp4netns git
 )
 
 missing=()
