@@ -1,0 +1,270 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+# `slipway run` outcomes beyond a plain pass, each followed by a check that nothing is left
+# (lib_run.sh's assert_clean: mounts, runtime containers, network namespaces, slirp4netns,
+# scratch folders, secret files, job processes):
+#   - a timeout: reported "timed out" (not "failed"), exit 1, the container's processes gone
+#   - allow_failure: the pipeline passes, the job shows "allowed failure"
+#   - retry: a job that passes on its second attempt (SLIPWAY_JOB_ATTEMPT), one that never does
+#   - `when`: branch patterns, tags, changed paths
+#   - a job cache restored on the second run, keyed by ${checksum(FILE)}
+#   - a secret printed in two chunks with a pause between them, and in base64: masked in the
+#     console, the log file, the events and the JUnit report
+#   - SIGTERM while a job runs: exit 143, the job "cancelled", nothing promoted
+#   - SIGKILL of slipway while a job and a service run (private network: slirp4netns), then the
+#     next `slipway run` removes everything the killed one left
+set -euo pipefail
+
+: "${SLIPWAY:?set SLIPWAY to the slipway binary}"
+: "${SW_TEST_SRCDIR:?set SW_TEST_SRCDIR to the source tree}"
+# shellcheck source=tests/integration/lib.sh
+source "$SW_TEST_SRCDIR/tests/integration/lib.sh"
+# shellcheck source=tests/integration/lib_run.sh
+source "$SW_TEST_SRCDIR/tests/integration/lib_run.sh"
+
+sw_tmpdir
+run_setup
+
+# ---------------------------------------------------------------- timeout
+note "timeout"
+set_pipeline <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: slow
+        run: sleep 60
+        timeout: 2s
+EOF2
+run_pipeline timeout
+assert_eq 1 "$RC" "exit code of a timed-out pipeline (stderr: $ERR)"
+assert_eq "timed out" "$(job_field "$T/timeout.events" slow state)" "state of the slow job"
+assert_contains "$OUT$ERR" "timed out"
+assert_clean "after a timeout"
+
+# ---------------------------------------------------------------- allow_failure and retry
+note "allow_failure, retry"
+set_pipeline <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: flaky-allowed
+        run: exit 3
+        allow_failure: true
+      - name: second-time-lucky
+        run:
+          - echo "attempt $SLIPWAY_JOB_ATTEMPT"
+          - test "$SLIPWAY_JOB_ATTEMPT" -ge 2
+        retry: 2
+EOF2
+run_pipeline retry
+assert_eq 0 "$RC" "exit code with an allowed failure and a retried job (stderr: $ERR)"
+assert_eq "allowed failure" "$(job_field "$T/retry.events" flaky-allowed state)"
+assert_eq "passed" "$(job_field "$T/retry.events" second-time-lucky state)"
+assert_eq 2 "$(job_field "$T/retry.events" second-time-lucky attempt)" "attempts used"
+assert_contains "$(cat "$T/retry.out.d/logs/second-time-lucky.log")" "attempt 2"
+
+set_pipeline <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: never
+        run: "false"
+        retry: 1
+EOF2
+run_pipeline retry-fail
+assert_eq 1 "$RC" "a job failing on every attempt fails the pipeline"
+assert_eq "failed" "$(job_field "$T/retry-fail.events" never state)"
+assert_eq 2 "$(job_field "$T/retry-fail.events" never attempt)" "attempts of the failing job"
+assert_clean "after allow_failure and retry"
+
+# ---------------------------------------------------------------- when
+note "when: branch, tag, changes"
+mkdir -p "$REPO/src" "$REPO/docs"
+echo one >"$REPO/docs/readme.txt"
+set_pipeline "docs only" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: always
+        run: "true"
+      - name: on-main
+        run: "true"
+        when: { branch: [main] }
+      - name: on-release
+        run: "true"
+        when: { branch: ["release/*"] }
+      - name: on-tag
+        run: "true"
+        when: { tag: true }
+      - name: src-changed
+        run: "true"
+        when: { changes: ["src/**"] }
+      - name: docs-changed
+        run: "true"
+        when: { changes: ["docs/**"] }
+EOF2
+run_pipeline when-main
+assert_eq 0 "$RC" "when pipeline on main (stderr: $ERR)"
+assert_eq passed "$(job_field "$T/when-main.events" always state)"
+assert_eq passed "$(job_field "$T/when-main.events" on-main state)"
+assert_eq skipped "$(job_field "$T/when-main.events" on-release state)"
+assert_eq skipped "$(job_field "$T/when-main.events" on-tag state)"
+assert_eq skipped "$(job_field "$T/when-main.events" src-changed state)"
+assert_eq passed "$(job_field "$T/when-main.events" docs-changed state)"
+
+git -C "$REPO" checkout -q -b release/1.0
+echo two >"$REPO/src/main.c"
+git -C "$REPO" add -A
+git -C "$REPO" commit -q -m "src change"
+git -C "$REPO" tag v1.0
+run_pipeline when-release --rev release/1.0
+assert_eq 0 "$RC" "when pipeline on release/1.0 (stderr: $ERR)"
+assert_eq skipped "$(job_field "$T/when-release.events" on-main state)"
+assert_eq passed "$(job_field "$T/when-release.events" on-release state)"
+assert_eq passed "$(job_field "$T/when-release.events" src-changed state)"
+assert_eq skipped "$(job_field "$T/when-release.events" docs-changed state)"
+run_pipeline when-tag --rev v1.0
+assert_eq 0 "$RC" "when pipeline on tag v1.0 (stderr: $ERR)"
+assert_eq passed "$(job_field "$T/when-tag.events" on-tag state)"
+git -C "$REPO" checkout -q main
+
+# ---------------------------------------------------------------- job caches
+note "job cache"
+echo "lock 1" >"$REPO/deps.lock"
+set_pipeline "cache" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: deps
+        run:
+          - if [ -f vendor/stamp ]; then echo "restored $(cat vendor/stamp)"; else mkdir -p vendor && echo "made-$SLIPWAY_PIPELINE_ID" > vendor/stamp && echo fresh; fi
+        cache: { key: "deps-${checksum(deps.lock)}", paths: [vendor] }
+EOF2
+run_pipeline cache1
+assert_eq 0 "$RC" "first cached run (stderr: $ERR)"
+first=$(cat "$T/cache1.out.d/logs/deps.log")
+assert_contains "$first" "fresh"
+run_pipeline cache2
+assert_eq 0 "$RC" "second cached run (stderr: $ERR)"
+second=$(cat "$T/cache2.out.d/logs/deps.log")
+assert_contains "$second" "restored made-"
+echo "lock 2" >"$REPO/deps.lock"
+git -C "$REPO" commit -q -am "new lock"
+run_pipeline cache3
+assert_contains "$(cat "$T/cache3.out.d/logs/deps.log")" "fresh" "a new lock file is a new key"
+assert_clean "after the cached runs"
+
+# ---------------------------------------------------------------- secrets
+note "secret masking"
+SECRET="s3cr3t-$RANDOM-value-$RANDOM"
+B64=$(printf '%s' "$SECRET" | base64)
+set_pipeline "secrets" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: leaky
+        secrets: [API_TOKEN]
+        run:
+          - printf '%s' "$(echo "$API_TOKEN" | cut -c1-7)"; sleep 0.5; echo "$API_TOKEN" | cut -c8-
+          - echo "b64 $(printf '%s' "$API_TOKEN" | base64)"
+          - echo "whole $API_TOKEN"
+          - printf '<testsuite name="s" tests="1" failures="1"><testcase name="t"><failure message="%s"/></testcase></testsuite>' "$API_TOKEN" > report.xml
+          - exit 1
+        reports: { junit: report.xml }
+        artifacts: { paths: [report.xml], when: always }
+EOF2
+API_TOKEN=$SECRET run_pipeline secret --secret API_TOKEN --junit "$T/secret.junit.xml"
+assert_eq 1 "$RC" "the leaky job fails"
+for f in "$T/secret.out" "$T/secret.err" "$T/secret.events" "$T/secret.junit.xml" \
+	"$T/secret.out.d/logs/leaky.log"; do
+	[ -f "$f" ] || fail "missing $f"
+	if grep -qF -- "$SECRET" "$f"; then
+		fail "the secret is in $f: $(grep -F -- "$SECRET" "$f" | head -3)"
+	fi
+	if grep -qF -- "$B64" "$f"; then
+		fail "the secret's base64 form is in $f"
+	fi
+done
+assert_contains "$(cat "$T/secret.out.d/logs/leaky.log")" "[MASKED]"
+if grep -rqF -- "$SECRET" "$STATE" 2>/dev/null; then
+	fail "the secret reached the state folder: $(grep -rlF -- "$SECRET" "$STATE" | head)"
+fi
+assert_clean "after the secret job"
+
+# ---------------------------------------------------------------- SIGTERM
+note "SIGTERM cancels"
+set_pipeline "cancel" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: sleeper
+        run: sleep 120
+  - name: after
+    jobs:
+      - name: later
+        run: "true"
+EOF2
+# wait_running EVENTS JOB PID: until JOB's state is running (bounded)
+wait_running() {
+	local i
+	for ((i = 0; i < 600; i++)); do
+		[ "$(job_field "$1" "$2" state)" = running ] && return 0
+		kill -0 "$3" 2>/dev/null || fail "slipway exited before $2 ran: $(cat "$T/bg.err")"
+		sleep 0.1
+	done
+	fail "$2 never ran: $(cat "$T/bg.err")"
+}
+"$SLIPWAY" run --repo "$REPO" --events "$T/term.events" --output "$T/term.out.d" \
+	--progress plain >"$T/bg.out" 2>"$T/bg.err" &
+bg=$!
+sw_track_pid "$bg"
+wait_running "$T/term.events" sleeper "$bg"
+sleep 0.5
+kill -TERM "$bg"
+set +e
+wait "$bg"
+rc=$?
+set -e
+sw_stop_pid "$bg"
+assert_eq 143 "$rc" "exit code after SIGTERM (stderr: $(cat "$T/bg.err"))"
+assert_eq cancelled "$(job_field "$T/term.events" sleeper state)"
+[ "$(job_field "$T/term.events" later state)" != passed ] || fail "a job ran after the cancel"
+assert_clean "after SIGTERM"
+
+# ---------------------------------------------------------------- SIGKILL, then the next run
+note "SIGKILL, then the next run cleans up"
+set_pipeline "kill" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: victim
+        network: private
+        services:
+          - name: web
+            image: "${SLIPWAY_IMAGE}"
+            command: ["httpd", "-f", "-p", "8080", "-h", "/"]
+            ready: { tcp: 8080, timeout: 30s }
+        run: sleep 120
+EOF2
+"$SLIPWAY" run --repo "$REPO" --events "$T/kill.events" --output "$T/kill.out.d" \
+	--progress plain >"$T/bg.out" 2>"$T/bg.err" &
+bg=$!
+sw_track_pid "$bg"
+wait_running "$T/kill.events" victim "$bg"
+sleep 0.5
+[ -n "$(token_pids)" ] || fail "no job process carries the token while the job runs"
+kill -KILL "$bg"
+wait "$bg" 2>/dev/null || true
+sw_stop_pid "$bg"
+[ -n "$(token_pids)" ] || note "(the job's processes died with slipway)"
+set_pipeline "quick" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: quick
+        run: "true"
+EOF2
+run_pipeline after-kill
+assert_eq 0 "$RC" "the run after a SIGKILL (stderr: $ERR)"
+assert_clean "after SIGKILL and the next run"
+echo "ok"
