@@ -29,6 +29,10 @@ int sw_cmd_image_ls(int argc, char **argv);
 int sw_cmd_cache(int argc, char **argv);
 /* `slipway build` (agent/cmd_build.c). */
 int sw_cmd_build(int argc, char **argv);
+/* `slipway run` (agent/cmd_run.c): the pipeline of a commit. */
+int sw_cmd_run(int argc, char **argv);
+/* `slipway lint [FILE]` (agent/cmd_lint.c): check a pipeline file. */
+int sw_cmd_lint(int argc, char **argv);
 
 /*
  * The build progress renderer (agent/progress.c): sw_progress_event is an sw_build_event_cb

@@ -17,6 +17,8 @@ static const char usage[] =
         "A daemonless CI/CD agent: builds each commit's image, tests it in containers, promotes it.\n"
         "\n"
         "commands:\n"
+        "  run       run the pipeline of a commit: build, test in containers, promote\n"
+        "  lint      check a pipeline file (.slipway.yml)\n"
         "  build     build an image from a Dockerfile, with the layer cache\n"
         "  image     copy, import, inspect and list OCI images\n"
         "  cache     list and prune the build cache\n"
@@ -95,6 +97,10 @@ int main(int argc, char **argv)
 		return sw_cmd_cache(argc - optind, argv + optind);
 	if (strcmp(cmd, "build") == 0)
 		return sw_cmd_build(argc - optind, argv + optind);
+	if (strcmp(cmd, "run") == 0)
+		return sw_cmd_run(argc - optind, argv + optind);
+	if (strcmp(cmd, "lint") == 0)
+		return sw_cmd_lint(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage, stdout);
 		return 0;

@@ -20,6 +20,7 @@ typedef struct sw_cache sw_cache;
  *   snapshots/<diff_id hex>.info  its size on disk ({"size":N}, measured once); its mtime is
  *                                 the snapshot's last use (touched by every get)
  *   index/<key hex>.json          one build cache entry
+ *   jobs/<key digest hex>.tar     one pipeline job cache (see "job caches" below)
  *   tmp/<pid>-<start>.<prefix>XXXXXX  scratch folders (unpack targets, overlay uppers, trash);
  *                                 the name records the owning process (pid and its start
  *                                 time, so pid reuse is seen)
@@ -102,8 +103,10 @@ void sw_cache_entries_free(sw_cache_entry *v, size_t n);
 
 typedef struct sw_cache_usage {
 	uint64_t entries;
-	uint64_t blob_bytes;     /* layer blobs the index refers to */
-	uint64_t snapshot_bytes; /* unpacked snapshots */
+	uint64_t blob_bytes;      /* layer blobs the index refers to */
+	uint64_t snapshot_bytes;  /* unpacked snapshots */
+	uint64_t job_caches;      /* pipeline job caches (STATE/cache/jobs) */
+	uint64_t job_cache_bytes; /* their archives' sizes; counted in prune and the cap */
 } sw_cache_usage;
 
 int sw_cache_usage_get(sw_cache_usage *out, sw_cache *c, sw_error **err) SW_WUR;
@@ -113,22 +116,26 @@ typedef struct sw_cache_prune_stats {
 	uint64_t blobs_removed;
 	uint64_t snapshots_removed;
 	uint64_t bytes_freed;
-	bool busy;               /* other handles were open: see "Locking" above */
-	uint64_t snapshots_kept; /* snapshots that would have gone but were kept because busy */
-	sw_cache_usage after;    /* usage once done */
+	bool busy;                   /* other handles were open: see "Locking" above */
+	uint64_t snapshots_kept;     /* snapshots that would have gone but were kept because busy */
+	uint64_t job_caches_removed; /* pipeline job caches removed (least recently restored) */
+	sw_cache_usage after;        /* usage once done */
 } sw_cache_prune_stats;
 
 /*
  * Remove least recently used entries (with their blobs and snapshots, unless an image tagged
- * in the store or a remaining entry still uses them) until blob + snapshot bytes are at most
- * keep_bytes (0: remove everything that is not in use). Snapshots in use by a running build
- * (a lock held on them) are kept.
+ * in the store or a remaining entry still uses them) and job caches (least recently restored
+ * or saved) until blob + snapshot + job cache bytes are at most keep_bytes (0: remove
+ * everything that is not in use). Snapshots in use by a running build (a lock held on them)
+ * are kept; while other handles are open, job caches used since the oldest of them opened are
+ * kept too.
  */
 int sw_cache_prune(sw_cache_prune_stats *out, sw_cache *c, uint64_t keep_bytes,
                    sw_error **err) SW_WUR;
 
 /* Told about each thing prune removes: kind is "entry" (name: the key, detail: its
- * created_by), "blob" or "snapshot" (name: the digest or diff ID); bytes freed by it. */
+ * created_by), "blob" or "snapshot" (name: the digest or diff ID), or "job-cache" (name:
+ * "sha256:" and the digest of its key); bytes freed by it. */
 typedef void (*sw_cache_prune_cb)(const char *kind, const char *name, const char *detail,
                                   uint64_t bytes, void *payload);
 /* sw_cache_prune with a report of what goes (cb may be NULL). */
@@ -136,8 +143,8 @@ int sw_cache_prune_report(sw_cache_prune_stats *out, sw_cache *c, uint64_t keep_
                           sw_cache_prune_cb cb, void *payload, sw_error **err) SW_WUR;
 
 /*
- * The automatic size cap: when blob + snapshot bytes exceed cap_bytes, prune down to 80% of
- * it (so the next builds do not prune again at once). cap_bytes 0: no cap, nothing done.
+ * The automatic size cap: when blob + snapshot + job cache bytes exceed cap_bytes, prune down to
+ * 80% of it (so the next builds do not prune again at once). cap_bytes 0: no cap, nothing done.
  */
 int sw_cache_enforce_cap(sw_cache *c, uint64_t cap_bytes, sw_error **err) SW_WUR;
 /* The cap configured in the environment: SLIPWAY_CACHE_MAX_BYTES (a size as

@@ -7,6 +7,8 @@
  * (any entry of its index.json, followed through indexes and manifests) or a remaining entry
  * still uses it, and with its snapshot unless a remaining entry or an image in the store has
  * that layer. Snapshots nobody's entry refers to (base image layers) go by their own last use.
+ * Pipeline job caches (jobs/<hex>.tar, see jobcache.c) count by their file size and go by their
+ * mtime (their last save or restore), in the same walk.
  * The locking that keeps running builds safe is described in cache.h.
  */
 #include "cache/cache_internal.h"
@@ -107,6 +109,12 @@ typedef struct snap {
 	bool deferred; /* its turn came while an entry still referred to it */
 } snap;
 
+typedef struct jobc {
+	char name[70]; /* "<hex>.tar" */
+	uint64_t size;
+	int64_t used; /* mtime: last save or restore */
+} jobc;
+
 typedef struct gather {
 	sw_cache_entry *entries;
 	size_t n_entries;
@@ -120,12 +128,16 @@ typedef struct gather {
 	uint64_t blob_bytes;
 	uint64_t snapshot_bytes;
 	uint64_t live_entries;
+	jobc *jobs;
+	size_t n_jobs;
+	uint64_t job_bytes;
 } gather;
 
 static void gather_free(gather *g)
 {
 	sw_cache_entries_free(g->entries, g->n_entries);
 	free(g->snaps);
+	free(g->jobs);
 	sw_strv_free(g->orphan_infos);
 	sw_cache__strmap_free(&g->blob_refs);
 	sw_cache__strmap_free(&g->blob_size);
@@ -175,6 +187,35 @@ static int scan_snapshots(gather *g, sw_cache *c, sw_error **err)
 	return r;
 }
 
+/* The job caches in STATE/cache/jobs (absent until the first save). */
+static void scan_jobs(gather *g, sw_cache *c)
+{
+	cleanup_free char *dir = sw_path_join(c->root, "jobs");
+	DIR *d = opendir(dir);
+	if (!d)
+		return;
+	size_t cap = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL) {
+		struct stat st;
+		if (!sw_cache__is_hex_name(de->d_name, ".tar") ||
+		    fstatat(dirfd(d), de->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		if (g->n_jobs == cap) {
+			cap = cap ? cap * 2 : 16;
+			g->jobs = sw_xrealloc(g->jobs, cap * sizeof(*g->jobs));
+		}
+		jobc *j = &g->jobs[g->n_jobs++];
+		memcpy(j->name, de->d_name, 68); /* 64 hex digits and ".tar" */
+		j->name[68] = '\0';
+		j->size = (uint64_t)st.st_size;
+		j->used = (int64_t)st.st_mtime;
+		g->job_bytes += j->size;
+	}
+	closedir(d);
+}
+
 static int gather_all(gather *g, sw_cache *c, sw_error **err)
 {
 	memset(g, 0, sizeof(*g));
@@ -192,6 +233,7 @@ static int gather_all(gather *g, sw_cache *c, sw_error **err)
 			g->blob_bytes += (uint64_t)e->blob.size;
 		}
 	}
+	scan_jobs(g, c);
 	return scan_snapshots(g, c, err);
 }
 
@@ -204,6 +246,8 @@ int sw_cache_usage_get(sw_cache_usage *out, sw_cache *c, sw_error **err)
 		out->entries = g.live_entries;
 		out->blob_bytes = g.blob_bytes;
 		out->snapshot_bytes = g.snapshot_bytes;
+		out->job_caches = g.n_jobs;
+		out->job_cache_bytes = g.job_bytes;
 	}
 	gather_free(&g);
 	if (r < 0)
@@ -262,7 +306,7 @@ static int64_t oldest_other_lease(sw_cache *c)
 
 static uint64_t usage_total(const gather *g)
 {
-	return g->blob_bytes + g->snapshot_bytes;
+	return g->blob_bytes + g->snapshot_bytes + g->job_bytes;
 }
 
 static void remove_snapshot(pruner *p, snap *s)
@@ -344,9 +388,27 @@ static int remove_entry(pruner *p, sw_cache_entry *e, sw_error **err)
 	return 0;
 }
 
+static void remove_job(pruner *p, jobc *j)
+{
+	cleanup_free char *path = sw_xasprintf("%s/jobs/%s", p->c->root, j->name);
+	if (unlink(path) < 0) {
+		SW_LOG(SW_LOG_DEBUG, "cache: prune: remove '%s': %s", path, strerror(errno));
+		return;
+	}
+	p->g.job_bytes -= j->size;
+	p->st->job_caches_removed++;
+	p->st->bytes_freed += j->size;
+	if (p->cb) {
+		cleanup_free char *name = sw_xasprintf("sha256:%.64s", j->name);
+		p->cb("job-cache", name, NULL, j->size, p->payload);
+	}
+}
+
+enum { ITEM_ENTRY, ITEM_JOB, ITEM_SNAPSHOT };
+
 typedef struct item {
 	int64_t time;
-	bool is_snapshot;
+	int kind; /* ITEM_*: the order of a tie */
 	size_t idx;
 } item;
 
@@ -356,24 +418,32 @@ static int item_cmp(const void *pa, const void *pb)
 	if (a->time != b->time)
 		return a->time < b->time ? -1 : 1;
 	/* an entry before a snapshot of the same second: the entry may free it */
-	if (a->is_snapshot != b->is_snapshot)
-		return a->is_snapshot ? 1 : -1;
+	if (a->kind != b->kind)
+		return a->kind > b->kind ? 1 : -1;
 	return a->idx < b->idx ? -1 : a->idx > b->idx;
 }
 
 static int prune_walk(pruner *p, uint64_t keep_bytes, sw_error **err)
 {
 	gather *g = &p->g;
-	size_t n = g->n_entries + g->n_snaps;
+	size_t n = g->n_entries + g->n_snaps + g->n_jobs;
 	cleanup_free item *items = sw_xcalloc(n ? n : 1, sizeof(*items));
 	for (size_t i = 0; i < g->n_entries; i++)
-		items[i] = (item){ g->entries[i].last_used, false, i };
+		items[i] = (item){ g->entries[i].last_used, ITEM_ENTRY, i };
 	for (size_t i = 0; i < g->n_snaps; i++)
-		items[g->n_entries + i] = (item){ g->snaps[i].used, true, i };
+		items[g->n_entries + i] = (item){ g->snaps[i].used, ITEM_SNAPSHOT, i };
+	for (size_t i = 0; i < g->n_jobs; i++)
+		items[g->n_entries + g->n_snaps + i] = (item){ g->jobs[i].used, ITEM_JOB, i };
 	qsort(items, n, sizeof(*items), item_cmp);
 	for (size_t k = 0; k < n && usage_total(g) > keep_bytes; k++) {
 		const item *it = &items[k];
-		if (it->is_snapshot) {
+		if (it->kind == ITEM_JOB) {
+			/* a running pipeline's restore or save keeps it (as entries are kept) */
+			if (g->jobs[it->idx].used < p->keep_since)
+				remove_job(p, &g->jobs[it->idx]);
+			continue;
+		}
+		if (it->kind == ITEM_SNAPSHOT) {
 			snap *s = &g->snaps[it->idx];
 			if (sw_cache__strmap_get(&g->diff_refs, s->hex) > 0)
 				s->deferred = true;
@@ -446,6 +516,8 @@ int sw_cache_prune_report(sw_cache_prune_stats *out, sw_cache *c, uint64_t keep_
 	st->after.entries = p.g.live_entries;
 	st->after.blob_bytes = p.g.blob_bytes;
 	st->after.snapshot_bytes = p.g.snapshot_bytes;
+	st->after.job_caches = p.g.n_jobs - st->job_caches_removed;
+	st->after.job_cache_bytes = p.g.job_bytes;
 	gather_free(&p.g);
 	refs_free(&p.refs);
 	if (r < 0)
@@ -466,7 +538,7 @@ int sw_cache_enforce_cap(sw_cache *c, uint64_t cap_bytes, sw_error **err)
 	int r = sw_cache_usage_get(&u, c, err);
 	if (r < 0)
 		return r;
-	if (u.blob_bytes + u.snapshot_bytes <= cap_bytes)
+	if (u.blob_bytes + u.snapshot_bytes + u.job_cache_bytes <= cap_bytes)
 		return 0;
 	uint64_t keep = cap_bytes - cap_bytes / 5;
 	sw_cache_prune_stats st;

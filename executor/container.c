@@ -2,13 +2,14 @@
 /*
  * One container from start to end. The rootfs overlay is mounted in a labelled box under
  * STATE/exec/<id>/, the user is resolved through the rootfs's own /etc files, a missing working
- * folder is created, the generated hosts/resolv.conf/hostname and config.json go beside the
- * mount, and `RUNTIME run` runs the process with stdin /dev/null and both output streams on
- * pipes, read with poll() and handed to the caller as they come. A timeout or a cancel sends
- * SIGTERM through `RUNTIME kill`, then SIGKILL after the grace period; the PID namespace takes
- * every other process of the container down with its init. Whatever happened, the runtime's
- * state is deleted, the mount-point stubs the runtime had to create in the rootfs (/proc, /dev,
- * /sys, /etc/hosts ... when the image lacks them) are removed again so the upper folder holds
+ * folder is created, the generated hosts (with the pod's names on 127.0.0.1), resolv.conf, hostname
+ * and config.json go beside the mount, and `RUNTIME run` runs the process with stdin /dev/null and
+ * both output streams on pipes, read with poll() and handed to the caller as they come. A cancel
+ * sends SIGTERM to every process through `RUNTIME kill --all`, then SIGKILL after the grace period;
+ * a timeout (or a second cancel) sends SIGKILL at once; the PID namespace takes every other
+ * process of the container down with its init. Whatever happened, the
+ * runtime's state is deleted, the mount-point stubs the runtime had to create in the rootfs (/proc,
+ * /dev, /sys, /etc/hosts ... when the image lacks them) are removed again so the upper folder holds
  * only the process's changes, the overlay is unmounted and the box removed. Nothing here calls
  * sync(2) or copies a rootfs: the cost per container is a mount, a few small files and the
  * runtime's own start.
@@ -262,15 +263,29 @@ static int write_bundle_file(int dirfd, const char *name, const char *data, size
 static int write_etc_files(const sw_exec__box *box, const sw_exec_spec *spec, const char *hostname,
                            sw_error **err)
 {
-	cleanup_free char *hosts = sw_xasprintf("127.0.0.1\tlocalhost %s\n"
-	                                        "::1\tlocalhost ip6-localhost ip6-loopback\n",
-	                                        hostname);
-	int r = write_bundle_file(box->dirfd, "hosts", hosts, strlen(hosts), err);
+	sw_buf hosts = SW_BUF_INIT(0);
+	int r = sw_buf_printf(&hosts, err,
+	                      "127.0.0.1\tlocalhost %s\n"
+	                      "::1\tlocalhost ip6-localhost ip6-loopback\n",
+	                      hostname);
+	/* the pod's other containers (services), reachable on the shared loopback */
+	for (size_t i = 0; r == 0 && spec->extra_hosts && spec->extra_hosts[i]; i++)
+		r = sw_buf_printf(&hosts, err, "127.0.0.1\t%s\n", spec->extra_hosts[i]);
+	if (r == 0)
+		r = write_bundle_file(box->dirfd, "hosts", hosts.data, hosts.len, err);
+	sw_buf_free(&hosts);
 	if (r < 0)
 		return r;
 	cleanup_free char *resolv = NULL;
 	size_t rlen = 0;
-	if (spec->network == SW_EXEC_NET_HOST) {
+	if (spec->dns && spec->dns[0]) {
+		sw_buf b = SW_BUF_INIT(0);
+		for (size_t i = 0; r == 0 && spec->dns[i]; i++)
+			r = sw_buf_printf(&b, err, "nameserver %s\n", spec->dns[i]);
+		resolv = sw_buf_steal(&b, &rlen);
+		if (r < 0)
+			return r;
+	} else if (spec->network == SW_EXEC_NET_HOST) {
 		sw_error *e = NULL;
 		if (sw_fs_read_file(&resolv, &rlen, "/etc/resolv.conf", 1 << 20, &e) < 0) {
 			sw_error_free(e);
@@ -310,6 +325,16 @@ static bool hostname_ok(const char *h)
 	return true;
 }
 
+/* A name for /etc/hosts: a hostname, or a service name with '_' (resolvers take it there). */
+static bool host_alias_ok(const char *h)
+{
+	cleanup_free char *copy = sw_xstrdup(h);
+	for (char *p = copy; *p; p++)
+		if (*p == '_')
+			*p = '-';
+	return hostname_ok(copy);
+}
+
 static int validate(const sw_exec_spec *spec, sw_error **err)
 {
 	if (!spec->argv || !spec->argv[0] || !spec->argv[0][0])
@@ -325,6 +350,18 @@ static int validate(const sw_exec_spec *spec, sw_error **err)
 	if (spec->hostname && !hostname_ok(spec->hostname))
 		return sw_error_set(err, SW_ERR_INVALID, "container: bad hostname '%s'",
 		                    spec->hostname);
+	if (spec->network == SW_EXEC_NET_PATH && (!spec->netns_path || spec->netns_path[0] != '/'))
+		return sw_error_set(err, SW_ERR_INVALID,
+		                    "container: network namespace path '%s' is not absolute",
+		                    spec->netns_path ? spec->netns_path : "(null)");
+	for (size_t i = 0; spec->extra_hosts && spec->extra_hosts[i]; i++)
+		if (!host_alias_ok(spec->extra_hosts[i]))
+			return sw_error_set(err, SW_ERR_INVALID, "container: bad host name '%s'",
+			                    spec->extra_hosts[i]);
+	for (size_t i = 0; spec->dns && spec->dns[i]; i++)
+		if (!*spec->dns[i] || strpbrk(spec->dns[i], " \t\n#;"))
+			return sw_error_set(err, SW_ERR_INVALID, "container: bad nameserver '%s'",
+			                    spec->dns[i]);
 	for (size_t i = 0; i < spec->n_mounts; i++) {
 		const sw_exec_mount *m = &spec->mounts[i];
 		bool bind = !m->type || strcmp(m->type, "bind") == 0;
@@ -461,12 +498,19 @@ static int run_runtime(run_state *st, bool pivot_off, sw_error **err)
 				st->res->cancelled = true;
 			else if (deadline && now >= deadline)
 				st->res->timed_out = true;
-			if (st->res->cancelled || st->res->timed_out) {
+			if (st->res->timed_out || (spec->cancel && *spec->cancel >= 2)) {
+				/* a timeout (or a second cancel) kills the whole tree at once */
+				phase = PHASE_KILL;
+				phase_end = now + 5000;
+				signal_sent = false;
+			} else if (st->res->cancelled) {
 				phase = PHASE_TERM;
 				phase_end = now + grace;
 				signal_sent = false;
 			}
 		}
+		if (!exited && phase == PHASE_TERM && spec->cancel && *spec->cancel >= 2)
+			phase_end = 0; /* a second cancel: no more grace */
 		if (!exited && phase == PHASE_TERM) {
 			if (!signal_sent)
 				signal_sent =

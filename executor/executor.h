@@ -55,10 +55,13 @@ typedef struct sw_exec_spec {
 	const sw_exec_mount *mounts;
 	size_t n_mounts;
 	sw_exec_net network;
-	const char *netns_path;               /* SW_EXEC_NET_PATH: a network namespace file */
-	const char *const *extra_hosts;       /* names that resolve to 127.0.0.1 in /etc/hosts,
-	                                       * NULL-terminated or NULL */
-	uint32_t cpu_millis;                  /* CPU quota in thousandths of a CPU; 0: none */
+	const char *netns_path;         /* SW_EXEC_NET_PATH: a network namespace file */
+	const char *const *extra_hosts; /* names that resolve to 127.0.0.1 in /etc/hosts,
+	                                 * NULL-terminated or NULL */
+	uint32_t cpu_millis;            /* CPU quota in thousandths of a CPU; 0: none */
+	const char *const *dns;         /* nameservers for /etc/resolv.conf, NULL-terminated;
+	                                 * NULL: the host's file with SW_EXEC_NET_HOST,
+	                                 * else 127.0.0.1 (lookups fail at once) */
 
 	const char *runtime;   /* "runc" (default), "crun", or a path */
 	const char *state_dir; /* slipway's state folder; runtime state and bundles go under
@@ -66,7 +69,8 @@ typedef struct sw_exec_spec {
 	const char *id_prefix; /* container id prefix, e.g. "build" (ids are unique) */
 
 	int64_t timeout_ms;            /* 0: none */
-	volatile sig_atomic_t *cancel; /* when it becomes non-zero, the container is stopped */
+	volatile sig_atomic_t *cancel; /* non-zero: stop the container (SIGTERM to every process,
+	                                * SIGKILL after the grace); 2 or more: SIGKILL at once */
 	int64_t kill_grace_ms;         /* SIGTERM then SIGKILL after this; 0: 10000 */
 	uint64_t memory_limit;         /* bytes; 0: none */
 	uint64_t pids_limit;           /* 0: none */
@@ -78,7 +82,7 @@ typedef struct sw_exec_spec {
 typedef struct sw_exec_result {
 	int exit_code;  /* the process's exit status, or 128+signal */
 	int signal;     /* the signal that ended it, or 0 */
-	bool timed_out; /* killed because timeout_ms passed (exit_code then 128+SIGKILL/TERM) */
+	bool timed_out; /* killed (SIGKILL, at once) because timeout_ms passed */
 	bool cancelled; /* killed because *cancel became non-zero */
 } sw_exec_result;
 
@@ -139,7 +143,11 @@ int sw_exec_overlay_unmount(const char *mountpoint, sw_error **err) SW_WUR;
  * (NetworkMode container:<id>); `private` uses Docker's default bridge network.
  */
 typedef enum { SW_EXEC_BACKEND_OCI = 0, SW_EXEC_BACKEND_DOCKER } sw_exec_backend_kind;
-typedef enum { SW_EXEC_POD_NET_NONE = 0, SW_EXEC_POD_NET_PRIVATE, SW_EXEC_POD_NET_HOST } sw_exec_pod_net;
+typedef enum {
+	SW_EXEC_POD_NET_NONE = 0,
+	SW_EXEC_POD_NET_PRIVATE,
+	SW_EXEC_POD_NET_HOST
+} sw_exec_pod_net;
 
 typedef struct sw_exec_backend_opts {
 	sw_exec_backend_kind kind;
@@ -180,7 +188,7 @@ typedef struct sw_exec_task {
 	const char *user;  /* NULL: root */
 	const sw_exec_mount *mounts;
 	size_t n_mounts;
-	const char *name;  /* label for ids ("job-unit", "svc-db") */
+	const char *name; /* label for ids ("job-unit", "svc-db") */
 	int64_t timeout_ms;
 	volatile sig_atomic_t *cancel;
 	sw_exec_output_cb on_output;
@@ -198,8 +206,9 @@ int sw_exec_pod_run(sw_exec_result *out, sw_exec_pod *p, const sw_exec_task *t,
 
 /*
  * Wait until a TCP connection to 127.0.0.1:port inside the pod's network succeeds, trying every
- * interval_ms (0: 200): 0 when it did, SW_ERR_TIMEOUT after timeout_ms, SW_ERR_CANCELLED when
- * *cancel became non-zero. For docker, the pod's first container must be running.
+ * interval_ms (0: 200): 0 when it did, SW_ERR_TIMEOUT after timeout_ms (0: no limit),
+ * SW_ERR_CANCELLED when *cancel became non-zero. For docker, the pod's first container must be
+ * running (until it does, attempts count as failed).
  */
 int sw_exec_pod_wait_tcp(sw_exec_pod *p, int port, int64_t timeout_ms, int64_t interval_ms,
                          volatile sig_atomic_t *cancel, sw_error **err) SW_WUR;
@@ -211,7 +220,8 @@ const char *sw_exec_pod_backend_name(const sw_exec_pod *p);
  * Remove what dead slipway processes left of pods: network namespace files (unmounted),
  * slirp4netns processes they started (checked by pid and start time), and for docker the
  * containers labelled with a dead owner. Live owners' things are never touched.
- * sw_exec_sweep calls the oci part; this one adds docker when docker_host is not NULL.
+ * sw_exec_sweep calls the oci part (after its containers); this one does the oci part too and
+ * adds docker when docker_host is not NULL. *removed counts namespaces and docker containers.
  */
 int sw_exec_pod_sweep(unsigned *removed, const char *state_dir, const char *docker_host,
                       sw_error **err) SW_WUR;

@@ -144,7 +144,8 @@ int sw_exec__runtime_cmd(int *status, char **output, const sw_exec__runtime *rt,
                          const char *const *args, int64_t timeout_ms, sw_error **err) SW_WUR;
 /* Whether the runtime still has state for `id` (a folder under its root). */
 bool sw_exec__runtime_has(const sw_exec__runtime *rt, const char *id);
-/* `kill ID SIGNAL` then, when it is KILL, nothing else; errors ignored (best effort). */
+/* `kill --all ID SIGNAL` (KILL: `kill ID KILL`, the init's death ends the PID namespace);
+ * errors ignored (best effort). */
 int sw_exec__runtime_kill(const sw_exec__runtime *rt, const char *id, const char *sig);
 /* `delete --force ID` when the runtime still knows `id`. */
 int sw_exec__runtime_delete(const sw_exec__runtime *rt, const char *id, sw_error **err) SW_WUR;
@@ -174,17 +175,21 @@ json_t *sw_exec__spec_build(const sw_exec__spec_in *in);
 /* Docker's default capability set (NULL-terminated), for tests. */
 extern const char *const sw_exec__default_caps[];
 
-/* ---------------------------------------------------------------- pods (pod.c, netns.c, docker*.c) */
+/* ---------------------------------------------------------------- pods (pod.c, netns.c, docker*.c)
+ */
 
 /* The oci pod network (netns.c): a namespace file STATE/exec/netns/<id> with an owner label
  * STATE/exec/netns/<id>.owner (pid, start time, slirp4netns pid and start time). */
 typedef struct sw_exec__netns {
-	char *path;        /* the namespace file (bind mount of /proc/PID/ns/net) */
-	char *label;       /* its owner label file */
-	pid_t slirp_pid;   /* 0: none */
+	char *path;                     /* the namespace file (bind mount of /proc/PID/ns/net) */
+	char *label;                    /* its owner label file */
+	pid_t slirp_pid;                /* 0: none */
+	unsigned long long slirp_start; /* its start time (field 22 of /proc/PID/stat) */
+	int exit_fd; /* write end of slirp4netns's --exit-fd pipe (-1: none): slirp4netns
+	              * exits by itself when this process dies */
 } sw_exec__netns;
-int sw_exec__netns_create(sw_exec__netns *out, const char *exec_dir, const char *name,
-                          bool slirp, sw_error **err) SW_WUR;
+int sw_exec__netns_create(sw_exec__netns *out, const char *exec_dir, const char *name, bool slirp,
+                          sw_error **err) SW_WUR;
 int sw_exec__netns_destroy(sw_exec__netns *ns, sw_error **err) SW_WUR;
 /* Remove dead owners' namespaces and slirp4netns processes under exec_dir/netns. */
 int sw_exec__netns_sweep(unsigned *removed, const char *exec_dir, sw_error **err) SW_WUR;

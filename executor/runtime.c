@@ -347,7 +347,12 @@ bool sw_exec__runtime_has(const sw_exec__runtime *rt, const char *id)
 
 int sw_exec__runtime_kill(const sw_exec__runtime *rt, const char *id, const char *sig)
 {
-	const char *args[] = { "kill", id, sig, NULL };
+	/* --all: every process of the container, not only its init. A shell as PID 1 ignores
+	 * SIGTERM (no default action for a namespace's init), but the command it waits for does
+	 * not, and the shell then ends with that command's status. */
+	const char *args_all[] = { "kill", "--all", id, sig, NULL };
+	const char *args_one[] = { "kill", id, sig, NULL };
+	const char **args = strcmp(sig, "KILL") == 0 ? args_one : args_all;
 	int status = -1;
 	sw_error *e = NULL;
 	if (sw_exec__runtime_cmd(&status, NULL, rt, args, 10000, &e) < 0) {

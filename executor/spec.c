@@ -1,14 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
  * The OCI runtime spec (config.json, runtime-spec 1.0.2 as runc 1.1 and crun read it) of one
- * container, shaped like Docker's defaults (moby oci/defaults.go): Docker's default capability
- * set in bounding/effective/permitted (none ambient or inheritable), no new privileges,
- * RLIMIT_NOFILE 1048576, /proc, a tmpfs /dev with the runtime's default devices, /dev/pts,
- * /dev/shm (64 MiB), /dev/mqueue, a read-only /sys and /sys/fs/cgroup, Docker's masked and
- * read-only /proc and /sys paths, a device cgroup that denies everything but the usual devices
- * (and mknod), pid/ipc/uts/mount namespaces plus a network one unless the host network is
- * asked for. /etc/hosts, /etc/resolv.conf and /etc/hostname are read-only binds of files in the
- * bundle; the caller's bind and tmpfs mounts come last.
+ * container, shaped like Docker's defaults (moby oci/defaults.go): Docker's default capability set
+ * in bounding/effective/permitted (none ambient or inheritable), no new privileges, RLIMIT_NOFILE
+ * 1048576, /proc, a tmpfs /dev with the runtime's default devices, /dev/pts, /dev/shm (64 MiB),
+ * /dev/mqueue, a read-only /sys and /sys/fs/cgroup, Docker's masked and read-only /proc and /sys
+ * paths, a device cgroup that denies everything but the usual devices (and mknod), memory/pids/CPU
+ * (CFS quota per 100 ms) limits when asked, pid/ipc/uts/mount namespaces plus a network one unless
+ * the host network is asked for (a fresh one, or the namespace file of a pod joined by path).
+ * /etc/hosts, /etc/resolv.conf and /etc/hostname are read-only binds of files in the bundle; the
+ * caller's bind and tmpfs mounts come last.
  */
 #include "executor/executor_internal.h"
 
@@ -185,6 +186,8 @@ static json_t *linux_json(const sw_exec__spec_in *in)
 			continue;
 		json_t *n = json_object();
 		json_object_set_new(n, "type", json_string(kinds[i]));
+		if (strcmp(kinds[i], "network") == 0 && s->network == SW_EXEC_NET_PATH)
+			json_object_set_new(n, "path", json_string(s->netns_path));
 		json_array_append_new(ns, n);
 	}
 	json_object_set_new(l, "namespaces", ns);
@@ -209,6 +212,14 @@ static json_t *linux_json(const sw_exec__spec_in *in)
 		json_t *p = json_object();
 		json_object_set_new(p, "limit", json_integer((json_int_t)s->pids_limit));
 		json_object_set_new(res, "pids", p);
+	}
+	if (s->cpu_millis) {
+		/* CFS bandwidth: quota per 100 ms period (the kernel's minimum quota is 1 ms) */
+		json_int_t quota = (json_int_t)s->cpu_millis * 100;
+		json_t *c = json_object();
+		json_object_set_new(c, "quota", json_integer(quota < 1000 ? 1000 : quota));
+		json_object_set_new(c, "period", json_integer(100000));
+		json_object_set_new(res, "cpu", c);
 	}
 	json_object_set_new(l, "resources", res);
 	json_object_set_new(l, "maskedPaths", strv_json(masked_paths));

@@ -6,8 +6,9 @@
  * everything mounted under it unmounted (deepest first, detached when busy), its overlay work
  * folder and the box removed. Then runtime state under STATE/exec/runtime/NAME without a box is
  * an orphan too (a box always exists before its runtime state and outlives it). Boxes of live
- * owners, and runtime roots elsewhere, are never touched. Sweeps are serialised by a lock on
- * the STATE/exec folder itself.
+ * owners, and runtime roots elsewhere, are never touched. Last, the pods' network namespaces
+ * under STATE/exec/netns/ whose owners are gone go too, with their slirp4netns processes
+ * (netns.c). Sweeps are serialised by a lock on the STATE/exec folder itself.
  */
 #include "executor/executor_internal.h"
 
@@ -146,7 +147,8 @@ int sw_exec_sweep(unsigned *removed, const char *state_dir, const char *runtime,
 		return sw_error_os(err, errno, "sweep: read '%s'", exec_dir);
 	cleanup_strv char **names = NULL;
 	for (struct dirent *de; (de = readdir(d)) != NULL;) {
-		if (de->d_name[0] == '.' || strcmp(de->d_name, SW_EXEC__RUNTIME_DIR) == 0)
+		if (de->d_name[0] == '.' || strcmp(de->d_name, SW_EXEC__RUNTIME_DIR) == 0 ||
+		    strcmp(de->d_name, "netns") == 0)
 			continue;
 		sw_strv_push(&names, de->d_name);
 	}
@@ -192,6 +194,18 @@ int sw_exec_sweep(unsigned *removed, const char *state_dir, const char *runtime,
 			sw_error_free(e);
 		}
 	}
+	/* the pods' network namespaces, after the containers that joined them */
+	unsigned n_ns = 0;
+	sw_error *e = NULL;
+	r = sw_exec__netns_sweep(&n_ns, exec_dir, &e);
+	if (r < 0 && !first_err) {
+		first_err = r;
+		if (err && !*err)
+			*err = steal_pointer(&e);
+	}
+	sw_error_free(e);
+	if (n_ns)
+		SW_LOG(SW_LOG_DEBUG, "sweep: %u network namespaces removed", n_ns);
 	if (removed)
 		*removed = count;
 	return first_err;

@@ -36,11 +36,11 @@ typedef struct sw_pl_strs {
 } sw_pl_strs;
 
 /*
- * `when:` (all given parts must hold). branch: glob patterns on the branch name ("release/*");
- * tag: -1 not given, 0 `false` (never on a tag), 1 `true` (also on tags; with no branch
- * patterns: only on tags); changes: path globs ("src/**") matched against the files the
- * commit changed. status: on_success (default: every earlier job not allow_failure passed),
- * on_failure (only when one failed), always.
+ * `when:` (all given parts must hold). branch: glob patterns on the branch name
+ * ("release/" + "*"); tag: -1 not given, 0 `false` (never on a tag), 1 `true` (also on tags;
+ * with no branch patterns: only on tags); changes: path globs ("src/" + "**") matched against
+ * the files the commit changed. status: on_success (default: every earlier job not
+ * allow_failure passed), on_failure (only when one failed), always.
  */
 typedef enum { SW_PL_ON_SUCCESS = 0, SW_PL_ON_FAILURE, SW_PL_ALWAYS } sw_pl_status_when;
 
@@ -56,9 +56,9 @@ typedef struct sw_pl_when {
 typedef enum { SW_PL_NET_NONE = 0, SW_PL_NET_PRIVATE, SW_PL_NET_HOST } sw_pl_network;
 
 typedef struct sw_pl_ready {
-	int tcp;            /* port on 127.0.0.1 in the job's network; 0: none */
-	char *run;          /* a command (run by sh -c) that exits 0 when ready; NULL: none */
-	int64_t timeout_ms; /* default 60000 */
+	int tcp;             /* port on 127.0.0.1 in the job's network; 0: none */
+	char *run;           /* a command (run by sh -c) that exits 0 when ready; NULL: none */
+	int64_t timeout_ms;  /* default 60000 */
 	int64_t interval_ms; /* default 500 */
 } sw_pl_ready;
 
@@ -79,7 +79,7 @@ typedef struct sw_pl_secret {
 } sw_pl_secret;
 
 typedef struct sw_pl_artifacts {
-	sw_pl_strs paths;      /* globs relative to the workspace */
+	sw_pl_strs paths;       /* globs relative to the workspace */
 	sw_pl_status_when when; /* on_success (default), on_failure, always: of this job */
 	sw_pl_pos pos;
 } sw_pl_artifacts;
@@ -94,24 +94,25 @@ typedef struct sw_pl_cache {
 } sw_pl_cache;
 
 typedef struct sw_pl_job {
-	char *name;        /* unique in the pipeline */
-	size_t stage;      /* index in sw_pipeline.stages */
-	sw_pl_strs run;    /* commands, each run by the image's shell (/bin/sh -c); at least one */
-	sw_pl_strs after;  /* `after_run`: always run after `run` (even when it failed) */
-	char *image;       /* NULL: the commit's image */
-	char *workdir;     /* NULL: the workspace (CI_PROJECT_DIR) */
-	char *user;        /* NULL: the image's */
+	char *name;       /* unique in the pipeline */
+	size_t stage;     /* index in sw_pipeline.stages */
+	sw_pl_strs run;   /* commands, each run by the image's shell (/bin/sh -c); at least one */
+	sw_pl_strs after; /* `after_run`: always run after `run` (even when it failed) */
+	char *image;      /* NULL: the commit's image */
+	char *workdir;    /* NULL: the workspace (CI_PROJECT_DIR) */
+	char *user;       /* NULL: the image's */
 	sw_pl_kvs env;
 	sw_pl_secret *secrets;
 	size_t n_secrets;
 	sw_pl_service *services;
 	size_t n_services;
 	sw_pl_network network;
-	int64_t timeout_ms;  /* 0: the default (1 hour) */
-	int retry;           /* extra attempts after a failure (0..10) */
-	bool retry_on_timeout; /* `retry: {max: N, when: [failure, timeout]}`; int form: failure only */
+	int64_t timeout_ms;    /* 0: the default (1 hour) */
+	int retry;             /* extra attempts after a failure (0..10) */
+	bool retry_on_timeout; /* `retry: {max: N, when: [failure, timeout]}`; int form: failure
+	                          only */
 	bool allow_failure;
-	sw_pl_strs needs;  /* job names of earlier stages */
+	sw_pl_strs needs; /* job names of earlier stages */
 	sw_pl_when when;
 	sw_pl_artifacts artifacts;
 	sw_pl_strs junit; /* reports.junit: paths/globs of JUnit XML files */
@@ -183,8 +184,7 @@ ssize_t sw_pipeline_job_find(const sw_pipeline *p, const char *name);
 /* Variable lookup for expansion: returns the value (borrowed) or NULL when unset. */
 typedef const char *(*sw_pl_lookup_fn)(const char *name, void *payload);
 /* ${checksum(PATH)}: the hex sha256 of the file PATH (relative to the checkout), or an error. */
-typedef int (*sw_pl_checksum_fn)(char **out_hex, const char *path, void *payload,
-                                 sw_error **err);
+typedef int (*sw_pl_checksum_fn)(char **out_hex, const char *path, void *payload, sw_error **err);
 
 /*
  * Expand ${NAME}, $NAME, ${NAME:-default} and ${checksum(PATH)} (only when `checksum` is not
@@ -197,10 +197,10 @@ int sw_pl_expand(char **out, const char *tmpl, sw_pl_lookup_fn lookup, sw_pl_che
 
 /* What is known about the commit when deciding `when`. */
 typedef struct sw_pl_commit_info {
-	const char *branch;            /* NULL when not on a branch */
-	const char *tag;               /* NULL when not a tag */
-	const char *const *changed;    /* paths changed by the commit (vs its first parent),
-	                                * NULL-terminated; NULL: unknown (changes: then holds) */
+	const char *branch;         /* NULL when not on a branch */
+	const char *tag;            /* NULL when not a tag */
+	const char *const *changed; /* paths changed by the commit (vs its first parent),
+	                             * NULL-terminated; NULL: unknown (changes: then holds) */
 } sw_pl_commit_info;
 
 /* Glob match: `*` does not cross '/', `**` does, `?` one character, [abc] classes. */

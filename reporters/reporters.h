@@ -52,7 +52,7 @@ void sw_events_close(sw_events *ev);
 typedef enum {
 	SW_JUNIT_PASSED = 0,
 	SW_JUNIT_FAILED,
-	SW_JUNIT_ERROR,   /* infrastructure error, timeout */
+	SW_JUNIT_ERROR, /* infrastructure error, timeout */
 	SW_JUNIT_SKIPPED,
 } sw_junit_result;
 
@@ -92,9 +92,9 @@ typedef enum {
 	SW_JOB_FAILED,
 	SW_JOB_ALLOWED_FAILURE, /* failed, allow_failure */
 	SW_JOB_TIMED_OUT,
-	SW_JOB_SKIPPED,   /* `when` did not hold, or an earlier stage failed */
+	SW_JOB_SKIPPED, /* `when` did not hold, or an earlier stage failed */
 	SW_JOB_CANCELLED,
-	SW_JOB_ERROR,     /* infrastructure: image, runtime, service never ready */
+	SW_JOB_ERROR, /* infrastructure: image, runtime, service never ready */
 } sw_job_state;
 
 const char *sw_job_state_name(sw_job_state s); /* "passed", "failed", "timed out", ... */

@@ -1029,6 +1029,8 @@ static void test_cache__tmp_sweep(void **state)
 	assert_int_equal(count_dir(leases), 1);
 }
 
+int test_cache_jobcache_run(void);
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1048,5 +1050,8 @@ int main(void)
 		cmocka_unit_test(test_cache__size_parse),
 		cmocka_unit_test_setup_teardown(test_cache__tmp_sweep, setup, teardown),
 	};
-	return cmocka_run_group_tests_name("cache", tests, NULL, NULL);
+	int failed = cmocka_run_group_tests_name("cache", tests, NULL, NULL);
+	/* the job caches group lives in test_cache_jobcache.c */
+	failed += test_cache_jobcache_run();
+	return failed ? 1 : 0;
 }

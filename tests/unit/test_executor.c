@@ -1476,8 +1476,18 @@ static int group_setup_crun(void **state)
 	        T(cancel), T(limits), T(kill_while_starting), T(errors), T(sweep),             \
 	        T(sweep_orphan_runtime_state), T(overhead)
 
+/* Pods (tests/unit/test_executor_pod.c). */
+int test_executor_pod_groups(void);
+int test_executor_docker_run(void);
+
 int main(void)
 {
+	/* SW_TEST_GROUP=docker: only the docker backend's group (test_docker_backend.sh) */
+	const char *only = getenv("SW_TEST_GROUP");
+	if (only && strcmp(only, "docker") == 0)
+		return test_executor_docker_run();
+	if (only && strcmp(only, "pods") == 0)
+		return test_executor_pod_groups();
 	const struct CMUnitTest basic[] = {
 		cmocka_unit_test(test_executor__user_resolve),
 		cmocka_unit_test(test_executor__user_resolve_read_error),
@@ -1495,6 +1505,8 @@ int main(void)
 	int failed = cmocka_run_group_tests_name("executor", basic, NULL, NULL);
 	failed += cmocka_run_group_tests_name("executor_runc", runc_tests, group_setup_runc, NULL);
 	failed += cmocka_run_group_tests_name("executor_crun", crun_tests, group_setup_crun, NULL);
+	failed += test_executor_pod_groups();
+	failed += test_executor_docker_run();
 	if (g_base) {
 		sw_error *e = NULL;
 		if (sw_fs_rm_rf(g_base, &e) < 0) {

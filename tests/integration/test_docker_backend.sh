@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# SPDX-License-Identifier: Apache-2.0
+#
+# The docker backend of pods against a real Docker daemon: a private dockerd (Debian's docker.io,
+# --bridge=none --iptables=false, everything under $T, from tests/build/lib_docker.sh) and the
+# test_executor program's docker group (tests/unit/test_executor_docker.c) pointed at it with
+# SW_TEST_DOCKER_HOST. Afterwards no container labelled by slipway may be left in the daemon.
+# When dockerd is not installed or cannot start here, the test says why and passes ("skipped").
+#
+# By hand: SW_TEST_BINDIR=/work/build bash tests/integration/test_docker_backend.sh
+
+# shellcheck source=tests/integration/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+# shellcheck source=tests/build/lib_docker.sh
+source "$SW_TEST_SRCDIR/tests/build/lib_docker.sh"
+
+: "${SW_TEST_BINDIR:=$SW_TEST_SRCDIR/build}"
+TEST_EXECUTOR="$SW_TEST_BINDIR/tests/test_executor"
+[ -x "$TEST_EXECUTOR" ] || fail "test program not found at '$TEST_EXECUTOR'"
+# this test drives the test program, not the slipway binary
+[ -x "$SLIPWAY" ] || SLIPWAY=/bin/true
+
+if ! have_dockerd; then
+	echo "skipped: dockerd or $DOCKER is not installed (Debian package docker.io)"
+	exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+	echo "skipped: a private dockerd needs root"
+	exit 0
+fi
+
+sw_tmpdir
+sw_docker_trap
+
+# start_dockerd fails the test when the daemon cannot start; here that is a skip. It runs in a
+# subshell, so the daemon's PID comes back through its pid file.
+if ! (start_dockerd) 2>"$T/start.err"; then
+	DOCKERD_PID=$(cat "$T/docker.pid" 2>/dev/null || true)
+	reason=$(tr '\n' ' ' <"$T/start.err" | cut -c1-400)
+	stop_dockerd
+	echo "skipped: dockerd cannot start here: ${reason:-no message}"
+	exit 0
+fi
+DOCKERD_PID=$(cat "$T/docker.pid")
+if [ -z "$DOCKERD_PID" ] || ! kill -0 "$DOCKERD_PID"; then
+	fail "dockerd answered but its pid file names no live process"
+fi
+export DOCKER_HOST="unix://$T/docker.sock"
+note "dockerd $DOCKERD_PID on $DOCKER_HOST"
+
+note "test_executor, docker group"
+SW_TEST_GROUP=docker SW_TEST_DOCKER_HOST="$DOCKER_HOST" "$TEST_EXECUTOR" >"$T/unit.log" 2>&1 ||
+	{
+		cat "$T/unit.log" >&2
+		fail "the docker group of test_executor failed"
+	}
+cat "$T/unit.log" >&2
+grep -q '^\[  PASSED  \] [0-9]* test(s)' "$T/unit.log" || fail "the docker group ran no tests"
+if grep -q 'SKIPPED \] executor_docker' "$T/unit.log"; then
+	fail "the docker group skipped although dockerd runs"
+fi
+
+note "nothing left in the daemon"
+left=$("$DOCKER" ps -a -q --filter label=slipway.owner)
+assert_eq "" "$left" "containers labelled slipway.owner"
+
+echo "ok: docker backend"
