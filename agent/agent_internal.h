@@ -90,6 +90,7 @@ typedef struct sw_run_opts {
 	const char *docker_host; /* NULL: $DOCKER_HOST or the default socket */
 	char **secret_args;      /* --secret NAME[=VALUE], in order, NULL-terminated or NULL */
 	char **secret_files;     /* --secret-file NAME=PATH, in order, NULL-terminated or NULL */
+	char **vars;             /* --var NAME=VALUE, in order, NULL-terminated or NULL */
 	uint64_t memory_limit;   /* per container; 0: none */
 	uint64_t pids_limit;
 	uint32_t cpu_millis;

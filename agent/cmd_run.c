@@ -20,7 +20,8 @@ static const char run_usage[] =
         "                   [--events FILE] [--junit FILE] [--output DIR]\n"
         "                   [--executor oci|docker] [--runtime runc|crun|PATH]\n"
         "                   [--docker-host URL] [--secret NAME[=VALUE]]...\n"
-        "                   [--secret-file NAME=PATH]... [--memory SIZE] [--pids N]\n"
+        "                   [--secret-file NAME=PATH]... [--var NAME=VALUE]...\n"
+        "                   [--memory SIZE] [--pids N]\n"
         "                   [--cpus N] [--jobs N] [--progress auto|tty|plain|quiet]\n"
         "\n"
         "Run the pipeline of a commit: check it out, build its image, run the stages of\n"
@@ -40,6 +41,8 @@ static const char run_usage[] =
         "  --executor E             oci (default: runc/crun over overlayfs) or docker\n"
         "  --runtime R              runc (default), crun or a path (oci executor)\n"
         "  --docker-host URL        unix:///path of the Docker socket (docker executor)\n"
+        "  --var NAME=VALUE         a variable for the pipeline file and every job (the file's\n"
+        "                           env may override it)\n"
         "  --secret NAME=VALUE      the value of a job secret\n"
         "  --secret NAME            a job secret from the environment variable NAME\n"
         "  --secret-file NAME=PATH  a job secret read from a file\n"
@@ -106,6 +109,7 @@ int sw_cmd_run(int argc, char **argv)
 		O_RUNTIME,
 		O_DOCKER_HOST,
 		O_SECRET,
+		O_VAR,
 		O_SECRET_FILE,
 		O_MEMORY,
 		O_PIDS,
@@ -125,6 +129,7 @@ int sw_cmd_run(int argc, char **argv)
 		{ "runtime", required_argument, NULL, O_RUNTIME },
 		{ "docker-host", required_argument, NULL, O_DOCKER_HOST },
 		{ "secret", required_argument, NULL, O_SECRET },
+		{ "var", required_argument, NULL, O_VAR },
 		{ "secret-file", required_argument, NULL, O_SECRET_FILE },
 		{ "memory", required_argument, NULL, O_MEMORY },
 		{ "pids", required_argument, NULL, O_PIDS },
@@ -139,7 +144,7 @@ int sw_cmd_run(int argc, char **argv)
 	o.backend = SW_EXEC_BACKEND_OCI;
 	o.progress = SW_CONSOLE_AUTO;
 	o.max_jobs = 4;
-	cleanup_strv char **secrets = NULL, **secret_files = NULL;
+	cleanup_strv char **secrets = NULL, **secret_files = NULL, **vars = NULL;
 	int c;
 	optind = 1;
 	opterr = 0; /* our own message below */
@@ -188,6 +193,13 @@ int sw_cmd_run(int argc, char **argv)
 				return usage_error("--secret: '%.*s' is not a variable name",
 				                   (int)n, optarg);
 			sw_strv_push(&secrets, optarg);
+			break;
+		}
+		case O_VAR: {
+			const char *eq = strchr(optarg, '=');
+			if (!eq || !valid_secret_name(optarg, (size_t)(eq - optarg)))
+				return usage_error("--var: expected NAME=VALUE, got '%s'", optarg);
+			sw_strv_push(&vars, optarg);
 			break;
 		}
 		case O_SECRET_FILE: {
@@ -265,6 +277,7 @@ int sw_cmd_run(int argc, char **argv)
 		return usage_error("--docker-host needs --executor docker");
 	o.secret_args = secrets;
 	o.secret_files = secret_files;
+	o.vars = vars;
 	o.cancel = &run_cancel;
 	o.cancel_signal = &run_cancel_signal;
 

@@ -318,6 +318,11 @@ static void make_vars(sw_run *r)
 	sw_run_env_set(v, "CI_PIPELINE_ID", id);
 	sw_run_env_set(v, "CI_PROJECT_DIR", r->workspace);
 	sw_run_env_set(v, "CI_PROJECT_NAME", r->project);
+	/* --var NAME=VALUE: like a variable the agent sets (the file's env can override it) */
+	for (char **p = r->o->vars; p && *p; p++) {
+		cleanup_free char *k = sw_xstrndup(*p, (size_t)(strchr(*p, '=') - *p));
+		sw_run_env_set(v, k, strchr(*p, '=') + 1);
+	}
 }
 
 /* ---------------------------------------------------------------- the build */
@@ -710,7 +715,15 @@ static int promote(sw_run *r, sw_error **err)
 		sw_oci_registry *reg = NULL;
 		sw_oci_descriptor desc;
 		memset(&desc, 0, sizeof(desc));
-		int rc = sw_oci_ref_parse(&ref, pr->to, err);
+		cleanup_free char *to = NULL;
+		int rc = sw_pl_expand(&to, pr->to, sw_run_env_lookup, NULL, r->vars, err);
+		if (rc == 0)
+			rc = sw_oci_ref_parse(&ref, to, err);
+		if (rc == 0 &&
+		    (strchr(strrchr(to, '/') ? strrchr(to, '/') : to, ':') || strchr(to, '@')))
+			rc = sw_error_set(err, SW_ERR_INVALID,
+			                  "'%s' (%s) names a tag or digest; 'to' is a repository",
+			                  to, pr->to);
 		if (rc == 0)
 			rc = sw_oci_store_resolve(&desc, r->store, r->image, err);
 		if (rc == 0)

@@ -631,7 +631,10 @@ static outcome attempt_run(job_ctx *c, int attempt, bool *will_retry, int *exit_
 		s->fo.f = fopen(logp, attempt > 1 ? "ae" : "we");
 		s->fo.mask = sw_mask_new((const char *const *)r->mask, sw_strv_len(r->mask),
 		                         file_masked, &s->fo);
-		if (sw_run_image_get(&s->image, &s->cfg, r, ps->image, &err) < 0) {
+		cleanup_free char *svc_image = NULL;
+		if (sw_pl_expand(&svc_image, ps->image, sw_run_env_lookup, NULL, r->vars, &err) <
+		            0 ||
+		    sw_run_image_get(&s->image, &s->cfg, r, svc_image, &err) < 0) {
 			sw_error_wrap(&err, "service %s", ps->name);
 			goto infra;
 		}
@@ -855,6 +858,7 @@ void sw_run_job_execute(sw_run *r, sw_run_job *j)
 	int64_t t0 = now_ms();
 	sw_job_state final = SW_JOB_ERROR;
 	sw_error *err = NULL;
+	cleanup_free char *img = NULL; /* the job's image, expanded */
 
 	sw_console_job_state(r->console, j->console_id, SW_JOB_RUNNING, NULL);
 	job_event(r, pj, "running", 1, -1, -1, NULL);
@@ -874,8 +878,16 @@ void sw_run_job_execute(sw_run *r, sw_run_job *j)
 		}
 	}
 	/* the image */
-	const char *img = pj->image ? pj->image : r->image;
-	if (!img) {
+	if (pj->image) {
+		if (sw_pl_expand(&img, pj->image, sw_run_env_lookup, NULL, r->vars, &err) < 0) {
+			j->message = sw_xstrdup(sw_error_msg(err));
+			say(&jo, "error: %s", j->message);
+			goto done;
+		}
+	} else if (r->image) {
+		img = sw_xstrdup(r->image);
+	}
+	if (!img || !img[0]) {
 		j->message = sw_xstrdup("no image: the commit's image was not built");
 		goto done;
 	}

@@ -1195,7 +1195,9 @@ static void parse_promote_one(ctx *c, yaml_node_t *v, sw_pl_promote *pr_out, siz
 	for (size_t i = 0; i < n; i++) {
 		const pair *pr = &prs[i];
 		if (!strcmp(pr->key, "to")) {
-			if (get_str(c, pr->v, "to", &pr_out->to) && !sw_pl__repo_valid(pr_out->to))
+			if (get_str(c, pr->v, "to", &pr_out->to) && strchr(pr_out->to, '$'))
+				check_template(c, pr->v, "to", pr_out->to, false);
+			else if (pr_out->to && !sw_pl__repo_valid(pr_out->to))
 				problem(c, pr->v,
 				        "'to' must be a registry repository HOST[:PORT]/PATH without a tag "
 				        "(e.g. registry.example.com/team/app), got '%s'",

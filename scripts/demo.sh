@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # SPDX-License-Identifier: Apache-2.0
-# slipway's main job end to end on the bundled example (examples/hello). Until the pipeline
-# runner lands, that job is: make a busybox base image offline, build the example's image from
-# its Dockerfile with `slipway build` (RUN steps in runc over overlayfs), build it again (all
-# cached), push it to a real registry on 127.0.0.1, pull it back into a fresh OCI layout and
-# check that nothing changed on the way. Installs missing Debian packages and builds first;
-# leaves nothing behind.
+# slipway's main job end to end on the bundled example (examples/app): a commit goes in; its
+# image is built, its test stages run in isolated containers made from that image (unit tests
+# with a JUnit report, a job that talks to the app running as a service container, a check
+# job), and only then is the very image that was tested promoted to a real registry on
+# 127.0.0.1, which this script starts. Installs missing Debian packages and builds first; leaves
+# nothing behind.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/build.sh build >/dev/null
@@ -15,58 +15,57 @@ SW_TEST_SRCDIR=$PWD
 # The test harness starts and stops the registry and owns the temporary folder ($T).
 # shellcheck source=../tests/integration/lib.sh
 source tests/integration/lib.sh
-sw_tmpdir # $T, removed at exit; the local store goes there too (SLIPWAY_STATE_DIR=$T/state)
+sw_tmpdir # $T, removed at exit; slipway's state goes there too (SLIPWAY_STATE_DIR=$T/state)
 
 step() { printf '\n\033[1m==> %s\033[0m\n' "$*"; }
 show() { printf '$ %s\n' "$*" >&2; "$@"; }
 
-step "1. a busybox root filesystem from Debian's busybox-static, as a tarball"
+step "1. a busybox base image, made offline from Debian's busybox-static and imported"
 sw_make_busybox_tar "$T/busybox-rootfs.tar"
-ls -l "$T/busybox-rootfs.tar"
+show "$SLIPWAY" image import "$T/busybox-rootfs.tar" busybox:demo
 
-step "2. import it as a one-layer OCI image into the local store"
-base=$(show "$SLIPWAY" image import "$T/busybox-rootfs.tar" busybox:demo)
-echo "$base"
+step "2. the example repository: examples/app committed into a fresh git repository"
+APP=$T/app
+cp -a examples/app "$APP"
+git -C "$APP" init -q -b main
+git -C "$APP" add -A
+git -C "$APP" -c user.email=demo@example.com -c user.name=demo commit -q -m "the example app"
+sha=$(git -C "$APP" rev-parse HEAD)
+git -C "$APP" log --oneline | cat
+cat "$APP/.slipway.yml"
 
-step "3. build the example's image (examples/hello/Dockerfile) with slipway build"
-built=$(show "$SLIPWAY" build --progress plain -t hello:demo examples/hello)
-echo "$built"
-
-step "4. build it again: every step comes from the cache, no container runs"
-again=$(show "$SLIPWAY" build --progress plain -t hello:demo examples/hello 2>"$T/again.log")
-grep -E "^#[0-9]+ (\[|CACHED)" "$T/again.log" | head -20
-[ "$again" = "$built" ] || fail "the cached rebuild gave $again, not $built"
-show "$SLIPWAY" image ls
-
-step "5. start a real registry (docker-registry) on 127.0.0.1"
+step "3. a real registry (Debian's docker-registry) on 127.0.0.1 to promote to"
 start_registry plain
 echo "registry at $REGISTRY"
 
-step "6. push the image to the registry"
-pushed=$(show "$SLIPWAY" image copy hello:demo "docker://$REGISTRY/demo/hello:1")
-echo "$pushed"
+step "4. check the pipeline file"
+show "$SLIPWAY" lint "$APP/.slipway.yml"
 
-step "6b. an independent reader: skopeo inspects what slipway pushed"
-seen=$(show skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$REGISTRY/demo/hello:1")
-echo "$seen"
+step "5. run the pipeline: build, test stages in containers, promotion"
+set +e
+show "$SLIPWAY" run --repo "$APP" --var "REGISTRY=$REGISTRY" --events "$T/events.jsonl" \
+	--junit "$T/junit.xml" --output "$T/out"
+rc=$?
+set -e
+[ "$rc" -eq 0 ] || fail "slipway run exited $rc"
 
-step "7. pull it back into a fresh OCI image layout"
-pulled=$(show "$SLIPWAY" image copy "docker://$REGISTRY/demo/hello:1" "oci:$T/pulled:hello")
-echo "$pulled"
-
-step "8. inspect what came back"
-show "$SLIPWAY" image inspect "oci:$T/pulled:hello" >"$T/inspect.json"
-python3 - "$T/inspect.json" <<'PY'
-import json, sys
-d = json.load(open(sys.argv[1]))
-print("digest:   ", d["digest"])
-print("platform: ", d["platform"])
-for l in d["layers"]:
-    print("layer:    ", l["digest"], l["size"], "bytes, diffID", l["diffID"])
+step "6. what came out"
+echo "artifacts and logs:"
+(cd "$T/out" && find . -type f | sort | sed 's/^/  /')
+python3 - "$T/junit.xml" <<'PY'
+import sys, xml.etree.ElementTree as ET
+root = ET.parse(sys.argv[1]).getroot()
+for s in root.iter("testsuite"):
+    print("  junit suite %-28s tests=%s failures=%s" % (s.get("name"), s.get("tests"), s.get("failures")))
 PY
+echo "events: $(wc -l <"$T/events.jsonl") state changes in $T/events.jsonl"
 
-step "9. check"
-[ "$built" = "$pushed" ] || fail "the pushed digest $pushed is not the built $built"
-[ "$built" = "$seen" ] || fail "skopeo sees $seen in the registry, not the built $built"
-[ "$built" = "$pulled" ] || fail "the pulled digest $pulled is not the built $built"
-echo "the built image went to the registry and back unchanged: $built"
+step "7. check: the registry holds the very image that was tested"
+built=$("$SLIPWAY" image inspect "app:${sha:0:8}" | json_get 'd["digest"]')
+echo "built and tested: $built"
+for tag in "$sha" main latest; do
+	seen=$(skopeo inspect --tls-verify=false --format '{{.Digest}}' "docker://$REGISTRY/demo/app:$tag")
+	echo "registry $REGISTRY/demo/app:$tag -> $seen"
+	[ "$seen" = "$built" ] || fail "the registry's $tag is $seen, not the tested $built"
+done
+echo "promoted the tested image unchanged: $built"

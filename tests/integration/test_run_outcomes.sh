@@ -256,7 +256,12 @@ sleep 0.5
 kill -KILL "$bg"
 wait "$bg" 2>/dev/null || true
 sw_stop_pid "$bg"
-[ -n "$(token_pids)" ] || note "(the job's processes died with slipway)"
+# the killed run left things behind (or this part would prove nothing): its mounts, its
+# network namespace, its boxes
+left=$(awk -v d="$T" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo | wc -l)
+left_ns=$(find "$STATE/exec/netns" -mindepth 1 -maxdepth 1 ! -name '*.owner' ! -name '*.log' 2>/dev/null | wc -l)
+note "after SIGKILL: $left mounts, $left_ns network namespaces, $(token_pids | wc -w) job processes"
+[ "$left" -gt 0 ] || [ "$left_ns" -gt 0 ] || fail "the SIGKILL left nothing to clean up"
 set_pipeline "quick" <<'EOF2'
 stages:
   - name: test
