@@ -965,7 +965,8 @@ int sw_run_pipeline(const sw_run_opts *o)
 	sw_console_line(r->console, "pipeline %lu of %s at %s (%s)", r->pipeline_id, r->project,
 	                r->commit.short_sha, r->commit.ref_name ? r->commit.ref_name : "");
 
-	/* 3. the commit's image */
+	/* 3. the commit's image (its args see the variables; SLIPWAY_IMAGE is set once built) */
+	make_vars(r);
 	bool infra_error = false, cancelled = false;
 	dockerfile_path = sw_path_join(
 	        r->checkout, r->pl->image.dockerfile ? r->pl->image.dockerfile : "Dockerfile");
@@ -980,7 +981,7 @@ int sw_run_pipeline(const sw_run_opts *o)
 			sw_error_clear(&err);
 		}
 	}
-	make_vars(r);
+	sw_run_env_set(&r->vars, "SLIPWAY_IMAGE", r->image ? r->image : "");
 
 	/* 4. the stages */
 	if (!infra_error && !cancelled) {

@@ -659,7 +659,7 @@ static outcome attempt_run(job_ctx *c, int attempt, bool *will_retry, int *exit_
 			             ps->name, ps->image);
 			goto infra;
 		}
-		say(jo, "starting service %s (%s)", ps->name, ps->image);
+		say(jo, "starting service %s (%s)", ps->name, svc_image);
 		if (pthread_create(&s->tid, NULL, svc_main, s) != 0) {
 			sw_error_set(&err, SW_ERR_GENERIC, "service %s: no thread", ps->name);
 			goto infra;
@@ -766,8 +766,10 @@ infra:
 		say(jo, "error: %s", m);
 	}
 teardown:
+	/* services are thrown away with their job: killed at once, as `docker rm -f` does (a
+	 * service's PID 1 often has no SIGTERM handler and would cost the whole grace) */
 	for (size_t i = 0; i < n_svcs; i++)
-		svcs[i].stop = 1;
+		svcs[i].stop = 2;
 	for (size_t i = 0; i < n_svcs; i++) {
 		svc *s = &svcs[i];
 		if (s->started) {
