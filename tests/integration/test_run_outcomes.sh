@@ -7,6 +7,8 @@
 #   - allow_failure: the pipeline passes, the job shows "allowed failure"
 #   - retry: a job that passes on its second attempt (SLIPWAY_JOB_ATTEMPT), one that never does
 #   - `when`: branch patterns, tags, changed paths
+#   - a service ready by a command; a service that never gets ready (exit 3, the job never
+#     runs); `slipway lint` of a broken and a good file
 #   - a job cache restored on the second run, keyed by ${checksum(FILE)}
 #   - a secret printed in two chunks with a pause between them, and in base64: masked in the
 #     console, the log file, the events and the JUnit report
@@ -190,6 +192,55 @@ if grep -rqF -- "$SECRET" "$STATE" 2>/dev/null; then
 	fail "the secret reached the state folder: $(grep -rlF -- "$SECRET" "$STATE" | head)"
 fi
 assert_clean "after the secret job"
+
+# ---------------------------------------------------------------- readiness by command; never ready
+note "services: readiness by a command; a service that never gets ready"
+set_pipeline "ready-run" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: late-web
+        services:
+          - name: web
+            image: "${SLIPWAY_IMAGE}"
+            command: ["sh", "-c", "sleep 1; echo up > /up.txt; exec httpd -f -p 8080 -h /"]
+            ready: { run: "wget -q -O /dev/null http://127.0.0.1:8080/up.txt", timeout: 30s, interval: 200ms }
+        run: wget -q -O - http://web:8080/up.txt
+EOF2
+run_pipeline ready-run
+assert_eq 0 "$RC" "a service ready by command (stderr: $ERR)"
+assert_contains "$(cat "$T/ready-run.out.d/logs/late-web.log")" "up"
+set_pipeline "never-ready" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: lonely
+        services:
+          - name: db
+            image: bb:1
+            command: ["sleep", "60"]
+            ready: { tcp: 5432, timeout: 2s }
+        run: echo "must not run"
+EOF2
+run_pipeline never-ready
+assert_eq 3 "$RC" "a service that never gets ready is an infrastructure error (stderr: $ERR)"
+assert_eq error "$(job_field "$T/never-ready.events" lonely state)"
+assert_contains "$(job_field "$T/never-ready.events" lonely message)" "db"
+assert_not_contains "$(cat "$T/never-ready.out.d/logs/lonely.log")" "must not run"
+assert_clean "after the services"
+
+# ---------------------------------------------------------------- lint
+note "slipway lint"
+printf 'stages:\n  - name: t\n    jobs:\n      - name: a\n        run: x\n        timeout: soon\n        servces: []\n' >"$T/bad.yml"
+run lint-bad "$SLIPWAY" lint "$T/bad.yml"
+assert_eq 2 "$RC" "lint of a broken file"
+assert_contains "$ERR" "bad.yml:6:18"
+assert_contains "$ERR" "bad.yml:7:9"
+assert_contains "$ERR" "did you mean 'services'"
+run_ok lint-good "$SLIPWAY" lint "$REPO/.slipway.yml"
+assert_contains "$OUT" ": ok"
+run_pipeline bad-run --file ../bad.yml
+assert_eq 2 "$RC" "a pipeline file outside the checkout is refused"
 
 # ---------------------------------------------------------------- SIGTERM
 note "SIGTERM cancels"
