@@ -101,6 +101,7 @@ typedef struct fixture {
 	sw_buf out, err;
 	volatile sig_atomic_t cancel;
 	const char *cancel_on; /* set cancel when stdout contains this */
+	int cancel_value;      /* what it is set to (0: 1) */
 } fixture;
 
 static int setup(void **state)
@@ -153,7 +154,7 @@ static void on_output(sw_exec_stream stream, const char *data, size_t len, void 
 	assert_int_equal(sw_buf_append(b, data, len, NULL), 0);
 	if (f->cancel_on && stream == SW_EXEC_STDOUT && f->out.data &&
 	    strstr(f->out.data, f->cancel_on))
-		f->cancel = 1;
+		f->cancel = f->cancel_value ? f->cancel_value : 1;
 }
 
 static sw_exec_spec base_spec(fixture *f, char *const *argv)
@@ -964,7 +965,7 @@ static void test_executor__timeout(void **state)
 	assert_false(process_running(cmdline));
 	assert_clean(f);
 
-	/* a process that handles SIGTERM ends within the grace period */
+	/* a timeout kills at once (no grace), even a process that handles SIGTERM */
 	char *trap[] = { "sh", "-c",
 		         "trap 'echo got-term; exit 7' TERM; echo up; "
 		         "while true; do sleep 0.05; done",
@@ -977,8 +978,8 @@ static void test_executor__timeout(void **state)
 	run_ok(&res, &s);
 	took = sw_exec__now_ms() - t0;
 	assert_true(res.timed_out);
-	assert_int_equal(res.exit_code, 7);
-	assert_string_equal(f->out.data, "up\ngot-term\n");
+	assert_int_equal(res.exit_code, 128 + SIGKILL);
+	assert_string_equal(f->out.data, "up\n");
 	assert_true(took < 10000);
 	assert_clean(f);
 }
@@ -987,10 +988,15 @@ static void test_executor__cancel(void **state)
 {
 	NEED_CONTAINERS();
 	fixture *f = *state;
-	char *argv[] = { "sh", "-c", "echo ready; sleep 32; echo not-reached", NULL };
+	/* a cancel sends SIGTERM to every process: the sleep (not PID 1) ends at once, then the
+	 * shell's own trap runs, well within the grace */
+	char *argv[] = {
+		"sh", "-c",
+		"trap 'echo got-term; exit 7' TERM; echo ready; sleep 32; echo not-reached", NULL
+	};
 	sw_exec_spec s = base_spec(f, argv);
 	s.cancel = &f->cancel;
-	s.kill_grace_ms = 200;
+	s.kill_grace_ms = 20000;
 	f->cancel_on = "ready";
 	sw_exec_result res;
 	int64_t t0 = sw_exec__now_ms();
@@ -998,11 +1004,30 @@ static void test_executor__cancel(void **state)
 	int64_t took = sw_exec__now_ms() - t0;
 	assert_true(res.cancelled);
 	assert_false(res.timed_out);
-	assert_true(res.exit_code > 128);
+	assert_int_equal(res.exit_code, 7);
 	assert_true(took < 10000);
-	assert_string_equal(f->out.data, "ready\n");
+	assert_string_equal(f->out.data, "ready\ngot-term\n");
 	static const char *const cmdline[] = { "sleep", "32", NULL };
 	assert_false(process_running(cmdline));
+	assert_clean(f);
+
+	/* a second cancel (2) kills at once, without waiting for the grace */
+	char *stubborn[] = { "sh", "-c",
+		             "trap '' TERM; echo ready; while true; do sleep 0.05; done", NULL };
+	s = base_spec(f, stubborn);
+	s.cancel = &f->cancel;
+	s.kill_grace_ms = 20000;
+	f->cancel = 0;
+	f->cancel_on = "ready";
+	f->cancel_value = 2;
+	sw_buf_reset(&f->out);
+	t0 = sw_exec__now_ms();
+	run_ok(&res, &s);
+	took = sw_exec__now_ms() - t0;
+	f->cancel_value = 0;
+	assert_true(res.cancelled);
+	assert_int_equal(res.exit_code, 128 + SIGKILL);
+	assert_true(took < 10000);
 	assert_clean(f);
 }
 
