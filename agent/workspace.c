@@ -9,7 +9,6 @@
 #include "agent/agent_internal.h"
 #include "pipeline/pipeline.h"
 
-#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -496,51 +495,17 @@ int sw_ws_copy_out(uint64_t *bytes, const char *root, char *const *paths, const 
 
 /* ---------------------------------------------------------------- removal */
 
-/* Undo the octal escapes of /proc/self/mountinfo ("\040" for a space). */
-static void unescape_octal(char *s)
-{
-	char *w = s;
-	for (char *p = s; *p; p++) {
-		if (p[0] == '\\' && isdigit((unsigned char)p[1]) && isdigit((unsigned char)p[2]) &&
-		    isdigit((unsigned char)p[3])) {
-			*w++ = (char)(((p[1] - '0') << 6) | ((p[2] - '0') << 3) | (p[3] - '0'));
-			p += 3;
-		} else {
-			*w++ = *p;
-		}
-	}
-	*w = '\0';
-}
-
-/* The first mount point at or under `path` (caller frees), NULL when none. */
+/* The first (deepest) mount point at or under `path` (caller frees), NULL when none. */
 static char *mount_under(const char *path)
 {
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return NULL;
-	size_t plen = strlen(path);
-	char *found = NULL;
-	char *line = NULL;
-	size_t cap = 0;
-	while (!found && getline(&line, &cap, f) > 0) {
-		char *p = line;
-		for (int i = 0; i < 4 && p; i++) {
-			p = strchr(p, ' ');
-			if (p)
-				p++;
-		}
-		if (!p)
-			continue;
-		char *e = strchr(p, ' ');
-		if (e)
-			*e = '\0';
-		unescape_octal(p);
-		if (strncmp(p, path, plen) == 0 &&
-		    (p[plen] == '\0' || p[plen] == '/' || (plen == 1 && path[0] == '/')))
-			found = sw_xstrdup(p);
+	char **v = NULL;
+	sw_error *e = NULL;
+	if (sw_fs_mounts_under(&v, path, &e) < 0) {
+		sw_error_free(e);
+		return sw_xstrdup(path); /* unknown: as if it were one */
 	}
-	free(line);
-	fclose(f);
+	char *found = v[0] ? sw_xstrdup(v[0]) : NULL;
+	sw_strv_free(v);
 	return found;
 }
 

@@ -93,51 +93,6 @@ int sw_cache__owner_alive(const char *name)
 
 /* ---------------------------------------------------------------- sweeping tmp/ */
 
-/* Whether a mount point lies at or under `path` (then the folder is left alone: whoever
- * mounted it unmounts it; removing through a mount would reach into somebody else's tree). */
-static bool has_mounts_under(const char *path)
-{
-	FILE *f = fopen("/proc/self/mountinfo", "re");
-	if (!f)
-		return false;
-	size_t plen = strlen(path);
-	bool found = false;
-	char *line = NULL;
-	size_t cap = 0;
-	while (!found && getline(&line, &cap, f) > 0) {
-		/* ID PARENT MAJ:MIN ROOT MOUNTPOINT ... : the fifth field, octal-escaped */
-		char *p = line;
-		for (int i = 0; i < 4 && p; i++) {
-			p = strchr(p, ' ');
-			if (p)
-				p++;
-		}
-		if (!p)
-			continue;
-		char *e = strchr(p, ' ');
-		if (e)
-			*e = '\0';
-		char mp[PATH_MAX];
-		size_t j = 0;
-		for (size_t i = 0; p[i] && j + 1 < sizeof(mp); i++) {
-			if (p[i] == '\\' && isdigit((unsigned char)p[i + 1]) &&
-			    isdigit((unsigned char)p[i + 2]) && isdigit((unsigned char)p[i + 3])) {
-				mp[j++] = (char)(((p[i + 1] - '0') << 6) | ((p[i + 2] - '0') << 3) |
-				                 (p[i + 3] - '0'));
-				i += 3;
-			} else {
-				mp[j++] = p[i];
-			}
-		}
-		mp[j] = '\0';
-		if (strncmp(mp, path, plen) == 0 && (mp[plen] == '\0' || mp[plen] == '/'))
-			found = true;
-	}
-	free(line);
-	fclose(f);
-	return found;
-}
-
 /*
  * Remove what processes that are gone left in tmp/: scratch folders whose owner tag names a
  * dead process, and anything without an owner tag older than a day. Folders of live owners are
@@ -163,7 +118,7 @@ static void sweep_tmp(sw_cache *c)
 			if (lstat(p, &st) < 0 || now - st.st_mtime < STALE_UNOWNED_SECONDS)
 				continue;
 		}
-		if (has_mounts_under(p)) {
+		if (sw_fs_has_mounts_under(p)) {
 			SW_LOG(SW_LOG_DEBUG, "cache: keep '%s': something is mounted under it", p);
 			continue;
 		}

@@ -212,6 +212,13 @@ int sw_fs_mkdtemp(char **out, const char *parent, const char *prefix, sw_error *
 const char *sw_fs_tmpdir(void);
 /* Write all bytes, retrying on EINTR and short writes. */
 int sw_fs_write_all(int fd, const void *data, size_t len, sw_error **err) SW_WUR;
+/* Mount points at or under `prefix` from /proc/self/mountinfo, deepest first (NULL-terminated;
+ * caller frees with sw_strv_free). */
+int sw_fs_mounts_under(char ***out, const char *prefix, sw_error **err) SW_WUR;
+/* Whether a mount point lies at or under `path` (true also when mountinfo cannot be read). */
+bool sw_fs_has_mounts_under(const char *path);
+/* Decode the octal escapes (\040 ...) of a mountinfo field in place. */
+void sw_fs_mountinfo_unescape(char *s);
 
 /*
  * Resolve `path` as if `root` were "/": ".." never climbs above the root, and symlinks found on

@@ -327,3 +327,100 @@ const char *sw_fs_tmpdir(void)
 	const char *t = getenv("TMPDIR");
 	return (t && *t) ? t : "/tmp";
 }
+
+/* ---------------------------------------------------------------- mounts */
+
+void sw_fs_mountinfo_unescape(char *s)
+{
+	char *w = s;
+	for (char *r = s; *r;) {
+		if (r[0] == '\\' && r[1] >= '0' && r[1] <= '3' && r[2] >= '0' && r[2] <= '7' &&
+		    r[3] >= '0' && r[3] <= '7') {
+			*w++ = (char)((r[1] - '0') * 64 + (r[2] - '0') * 8 + (r[3] - '0'));
+			r += 4;
+		} else {
+			*w++ = *r++;
+		}
+	}
+	*w = '\0';
+}
+
+static size_t depth_of(const char *p)
+{
+	size_t d = 0;
+	for (; *p; p++)
+		d += *p == '/';
+	return d;
+}
+
+typedef struct mount_ent {
+	char *path;
+	size_t depth;
+	size_t order;
+} mount_ent;
+
+static int cmp_deepest_last_first(const void *a, const void *b)
+{
+	const mount_ent *x = a, *y = b;
+	if (x->depth != y->depth)
+		return x->depth < y->depth ? 1 : -1;
+	return x->order < y->order ? 1 : (x->order > y->order ? -1 : 0);
+}
+
+int sw_fs_mounts_under(char ***out, const char *prefix, sw_error **err)
+{
+	*out = NULL;
+	cleanup_free char *info = NULL;
+	size_t len = 0;
+	int r = sw_fs_read_file(&info, &len, "/proc/self/mountinfo", (size_t)64 << 20, err);
+	if (r < 0)
+		return r;
+	size_t plen = strlen(prefix);
+	while (plen > 1 && prefix[plen - 1] == '/')
+		plen--;
+	mount_ent *ents = NULL;
+	size_t n = 0;
+	char *save = NULL;
+	for (char *line = strtok_r(info, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		/* "ID PARENT MAJ:MIN ROOT MOUNTPOINT ..." */
+		char *f = line;
+		for (int i = 0; i < 4 && f; i++) {
+			f = strchr(f, ' ');
+			if (f)
+				f++;
+		}
+		if (!f)
+			continue;
+		size_t flen = strcspn(f, " ");
+		cleanup_free char *mp = sw_xstrndup(f, flen);
+		sw_fs_mountinfo_unescape(mp);
+		if (strncmp(mp, prefix, plen) != 0 || (mp[plen] != '\0' && mp[plen] != '/'))
+			continue;
+		ents = sw_xrealloc(ents, (n + 1) * sizeof(*ents));
+		ents[n].depth = depth_of(mp);
+		ents[n].order = n;
+		ents[n].path = steal_pointer(&mp);
+		n++;
+	}
+	if (n)
+		qsort(ents, n, sizeof(*ents), cmp_deepest_last_first);
+	char **v = sw_xcalloc(n + 1, sizeof(char *));
+	for (size_t i = 0; i < n; i++)
+		v[i] = ents[i].path;
+	free(ents);
+	*out = v;
+	return 0;
+}
+
+bool sw_fs_has_mounts_under(const char *path)
+{
+	char **v = NULL;
+	sw_error *e = NULL;
+	if (sw_fs_mounts_under(&v, path, &e) < 0) {
+		sw_error_free(e);
+		return true; /* unknown: as if there were one (never delete through a mount) */
+	}
+	bool any = v[0] != NULL;
+	sw_strv_free(v);
+	return any;
+}

@@ -72,12 +72,8 @@ void sw_exec__owner_clear(sw_exec__owner *o);
 /* True when the process of the label still runs (same pid AND same start time). */
 bool sw_exec__owner_alive(const sw_exec__owner *o);
 
-/* Mount points at or under `prefix` from /proc/self/mountinfo, deepest first. */
-int sw_exec__mounts_under(char ***out, const char *prefix, sw_error **err) SW_WUR;
 /* Unmount everything at or under `prefix`, deepest first; busy ones are detached. */
 int sw_exec__unmount_under(const char *prefix, sw_error **err) SW_WUR;
-/* Decode the octal escapes (\040 ...) of a mountinfo field in place. */
-void sw_exec__mountinfo_unescape(char *s);
 
 /* Remove a work folder recorded in a label, only when its name is one slipway makes. */
 int sw_exec__workdir_remove(const char *workdir, sw_error **err) SW_WUR;

@@ -197,7 +197,7 @@ static void assert_clean(fixture *f)
 	sw_error *e = NULL;
 	cleanup_free char *real = realpath(f->tmp, NULL);
 	assert_non_null(real);
-	assert_int_equal(sw_exec__mounts_under(&mounts, real, &e), 0);
+	assert_int_equal(sw_fs_mounts_under(&mounts, real, &e), 0);
 	if (mounts[0])
 		fail_msg("still mounted: %s", mounts[0]);
 	cleanup_free char *root = runtime_root(f);
@@ -621,7 +621,7 @@ static void test_executor__owner_label(void **state)
 	sw_error_clear(&e);
 
 	char esc[] = "/a\\040b\\134c\\011d";
-	sw_exec__mountinfo_unescape(esc);
+	sw_fs_mountinfo_unescape(esc);
 	assert_string_equal(esc, "/a b\\c\td");
 }
 
@@ -1322,7 +1322,7 @@ static void test_executor__sweep(void **state)
 	cleanup_free char *real = realpath(f->tmp, NULL);
 	cleanup_strv char **mounts = NULL;
 	sw_error *e = NULL;
-	assert_int_equal(sw_exec__mounts_under(&mounts, real, &e), 0);
+	assert_int_equal(sw_fs_mounts_under(&mounts, real, &e), 0);
 	assert_non_null(mounts[0]);
 	assert_true(process_running(cmdline));
 

@@ -219,7 +219,7 @@ static void assert_pods_clean(pod_fixture *f)
 	cleanup_free char *real = realpath(f->tmp, NULL);
 	assert_non_null(real);
 	cleanup_strv char **mounts = NULL;
-	assert_int_equal(sw_exec__mounts_under(&mounts, real, NULL), 0);
+	assert_int_equal(sw_fs_mounts_under(&mounts, real, NULL), 0);
 	if (mounts[0])
 		fail_msg("still mounted: %s", mounts[0]);
 	cleanup_strv char **names = NULL;
@@ -684,7 +684,7 @@ static void test_executor_pod__sweep(void **state)
 	assert_int_equal(netns_entries(f, NULL), 2);
 	cleanup_free char *real = realpath(f->tmp, NULL);
 	cleanup_strv char **mounts = NULL;
-	assert_int_equal(sw_exec__mounts_under(&mounts, real, NULL), 0);
+	assert_int_equal(sw_fs_mounts_under(&mounts, real, NULL), 0);
 	assert_non_null(mounts[0]); /* the live one */
 	assert_null(mounts[1]);
 
