@@ -17,103 +17,22 @@ set -euo pipefail
 : "${SW_TEST_SRCDIR:?set SW_TEST_SRCDIR to the source tree}"
 # shellcheck source=tests/integration/lib.sh
 source "$SW_TEST_SRCDIR/tests/integration/lib.sh"
-# shellcheck source=tests/build/lib_docker.sh
-source "$SW_TEST_SRCDIR/tests/build/lib_docker.sh" # for unmount_under
 
 sw_tmpdir
 unset SOURCE_DATE_EPOCH
 mkdir -p "$T/tmp"
 export TMPDIR=$T/tmp
+# lib_run.sh: TOKEN (processes carrying SW_RUN_TOKEN=$TOKEN), token_pids, state_pids,
+# reap_all in the EXIT trap, assert_clean (mounts, runtime containers, boxes, scratch folders,
+# TMPDIR, processes)
+# shellcheck source=tests/integration/lib_run.sh
+source "$SW_TEST_SRCDIR/tests/integration/lib_run.sh"
 STATE=$SLIPWAY_STATE_DIR
-TOKEN=hygiene-$$-$RANDOM$RANDOM
-KILLED_PID=
-
-# Whatever the test ends with, nothing of a build may outlive it: its container processes, its
-# runtime containers, its mounts (a failing run leaves what slipway left).
-reap_all() {
-	local p rt id
-	for p in $(token_pids); do
-		kill -9 "$p" 2>/dev/null || true
-	done
-	for rt in runc crun; do
-		if [ ! -d "$STATE/exec/runtime/$rt" ] || ! command -v "$rt" >/dev/null; then
-			continue
-		fi
-		for id in $("$rt" --root "$STATE/exec/runtime/$rt" list -q 2>/dev/null); do
-			"$rt" --root "$STATE/exec/runtime/$rt" delete --force "$id" >/dev/null 2>&1 || true
-		done
-	done
-	unmount_under "$T"
-}
-
-# token_pids: processes whose environment holds $TOKEN (the killed build's container).
-token_pids() {
-	local e p
-	for e in /proc/[0-9]*/environ; do
-		p=${e#/proc/}
-		p=${p%/environ}
-		[ "$p" != $$ ] || continue
-		if tr '\0' '\n' 2>/dev/null <"$e" | grep -qx "SW_HYGIENE_TOKEN=$TOKEN"; then
-			echo "$p"
-		fi
-	done
-}
-
-# state_pids: processes whose command line names the state folder (runc --root STATE/...).
-state_pids() {
-	local c p
-	for c in /proc/[0-9]*/cmdline; do
-		p=${c#/proc/}
-		p=${p%/cmdline}
-		if [ "$p" = $$ ] || [ "$p" = "$BASHPID" ]; then
-			continue
-		fi
-		if tr '\0' ' ' 2>/dev/null <"$c" | grep -qF -- "$STATE/"; then
-			echo "$p $(tr '\0' ' ' 2>/dev/null <"$c")"
-		fi
-	done
-}
-
 # shellcheck disable=SC2154 # sw_rc is set by the trap itself
 trap 'sw_rc=$?; set +e; reap_all; (exit $sw_rc); sw_cleanup' EXIT
 
 sw_make_busybox_tar "$T/rootfs.tar"
 run_ok import "$SLIPWAY" image import "$T/rootfs.tar" bb:1
-
-# assert_clean WHEN: nothing of any build is left.
-assert_clean() {
-	local when=$1 m rt left
-	m=$(awk -v d="$T" '$5 == d || index($5, d "/") == 1 { print $5 }' /proc/self/mountinfo)
-	[ -z "$m" ] || fail "$when: mounts left under $T: $m"
-	for rt in runc crun; do
-		[ -d "$STATE/exec/runtime/$rt" ] || continue
-		command -v "$rt" >/dev/null || continue
-		left=$("$rt" --root "$STATE/exec/runtime/$rt" list -q 2>&1) ||
-			fail "$when: $rt list failed: $left"
-		[ -z "$left" ] || fail "$when: $rt containers left: $left"
-	done
-	if [ -d "$STATE/exec" ]; then
-		left=$(find "$STATE/exec" -mindepth 1 -maxdepth 1 ! -name runtime)
-		[ -z "$left" ] || fail "$when: left under $STATE/exec: $left"
-		if [ -d "$STATE/exec/runtime" ]; then
-			left=$(find "$STATE/exec/runtime" -mindepth 2)
-			[ -z "$left" ] || fail "$when: runtime state left: $left"
-		fi
-	fi
-	if [ -d "$STATE/cache/tmp" ]; then
-		left=$(find "$STATE/cache/tmp" -mindepth 1 -maxdepth 1)
-		[ -z "$left" ] || fail "$when: scratch folders left under $STATE/cache/tmp: $left"
-	fi
-	left=$(find "$T/tmp" -mindepth 1 -maxdepth 1)
-	[ -z "$left" ] || fail "$when: left in TMPDIR: $left"
-	left=$(token_pids)
-	[ -z "$left" ] || fail "$when: processes of a build still alive: $(for p in $left; do
-		tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline"
-		echo
-	done)"
-	left=$(state_pids)
-	[ -z "$left" ] || fail "$when: processes using the state folder still alive: $left"
-}
 
 ctx=$T/ctx
 mkdir -p "$ctx"
@@ -127,7 +46,7 @@ COPY data.txt /data.txt
 RUN cat /data.txt > /copy.txt && mkdir /made
 WORKDIR /made
 # the step ends when its main process does; what it left running is killed with it
-RUN SW_HYGIENE_TOKEN=$TOKEN sh -c 'sleep 300 &' && echo ok > ok.txt
+RUN SW_RUN_TOKEN=$TOKEN sh -c 'sleep 300 &' && echo ok > ok.txt
 DF
 run_ok ok timeout 120 "$SLIPWAY" build --progress plain -t hygiene:ok --build-arg "TOKEN=$TOKEN" \
 	"$ctx"
@@ -151,7 +70,7 @@ echo "== a build killed with SIGKILL during a RUN"
 cat >"$ctx/Dockerfile" <<'DF'
 FROM bb:1
 ARG TOKEN
-ENV SW_HYGIENE_TOKEN=$TOKEN
+ENV SW_RUN_TOKEN=$TOKEN
 COPY data.txt /data.txt
 RUN echo "sleeping now" && sleep 30
 DF
