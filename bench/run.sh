@@ -105,7 +105,8 @@ docker_pipeline() { # the same work, the Docker way
 	"$DOCKER" run -d --network none --name web "app:$sha" >/dev/null
 	local i
 	for ((i = 0; i < 100; i++)); do
-		"$DOCKER" run --rm --network container:web "app:$sha" nc -z 127.0.0.1 8080 && break
+		"$DOCKER" run --rm --network container:web "app:$sha" \
+			wget -q -O /dev/null http://127.0.0.1:8080/index.html 2>/dev/null && break
 		sleep 0.1
 	done
 	"$DOCKER" run --rm --network container:web -v "$T/dk-src:/builds/app" -w /builds/app \
