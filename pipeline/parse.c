@@ -692,7 +692,7 @@ static void parse_service(ctx *c, yaml_node_t *v, sw_pl_service *s, size_t idx, 
 {
 	s->pos = pos_of(v);
 	s->ready.timeout_ms = 60000;
-	s->ready.interval_ms = 500;
+	s->ready.interval_ms = 100;
 	size_t n = 0;
 	pair *prs = map_pairs(c, v, &n, "a service");
 	if (!prs)

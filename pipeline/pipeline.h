@@ -59,7 +59,7 @@ typedef struct sw_pl_ready {
 	int tcp;             /* port on 127.0.0.1 in the job's network; 0: none */
 	char *run;           /* a command (run by sh -c) that exits 0 when ready; NULL: none */
 	int64_t timeout_ms;  /* default 60000 */
-	int64_t interval_ms; /* default 500 */
+	int64_t interval_ms; /* default 100 */
 } sw_pl_ready;
 
 typedef struct sw_pl_service {

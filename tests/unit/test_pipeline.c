@@ -130,7 +130,7 @@ static void test_pipeline__example(void **state)
 	assert_int_equal(s->ready.tcp, 5432);
 	assert_null(s->ready.run);
 	assert_int_equal(s->ready.timeout_ms, 60000);
-	assert_int_equal(s->ready.interval_ms, 500);
+	assert_int_equal(s->ready.interval_ms, 100);
 	assert_int_equal(s->pos.line, 20);
 	assert_int_equal(j->network, SW_PL_NET_PRIVATE);
 	assert_int_equal(j->timeout_ms, 600000);
