@@ -98,6 +98,12 @@ static char *secret_dir_name(void)
 	return sw_xasprintf("/dev/shm/slipway-%d-%llu", (int)getpid(), proc_starttime(getpid()));
 }
 
+/* The registry options of this run: the caller's (the agent's config), else the environment. */
+static const sw_oci_registry_opts *run_registry(const sw_run *r)
+{
+	return r->o->registry ? r->o->registry : sw_cli_registry_opts();
+}
+
 /* Remove secret folders of dead slipway processes. */
 static void sweep_secret_dirs(void)
 {
@@ -175,7 +181,7 @@ int sw_run_image_get(char **out_digest, sw_oci_config *cfg, sw_run *r, const cha
 		memset(&pulled, 0, sizeof(pulled));
 		rc = sw_oci_ref_parse(&ref, name, &e);
 		if (rc == 0)
-			rc = sw_oci_registry_new(&reg, ref.registry, sw_cli_registry_opts(), &e);
+			rc = sw_oci_registry_new(&reg, ref.registry, run_registry(r), &e);
 		if (rc == 0)
 			rc = sw_oci_registry_pull(&pulled, reg, r->store, &ref, NULL, &e);
 		if (rc == 0)
@@ -457,7 +463,7 @@ static int build_image(sw_run *r, sw_error **err)
 	bo.runtime = r->o->runtime;
 	bo.source_date_epoch = -1;
 	bo.compression = SW_OCI_COMPRESS_GZIP;
-	bo.registry = sw_cli_registry_opts();
+	bo.registry = run_registry(r);
 	bo.on_event = build_event;
 	bo.payload = &bv;
 	bo.cancel = r->o->cancel;
@@ -727,7 +733,7 @@ static int promote(sw_run *r, sw_error **err)
 		if (rc == 0)
 			rc = sw_oci_store_resolve(&desc, r->store, r->image, err);
 		if (rc == 0)
-			rc = sw_oci_registry_new(&reg, ref.registry, sw_cli_registry_opts(), err);
+			rc = sw_oci_registry_new(&reg, ref.registry, run_registry(r), err);
 		if (rc == 0) {
 			sw_oci_ref byd = { .registry = ref.registry, .repository = ref.repository };
 			byd.digest = desc.digest;
