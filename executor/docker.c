@@ -482,8 +482,10 @@ static json_t *create_body(const run *x, const sw_digest *image, const char *net
 			                          m->destination, "ReadOnly", m->readonly));
 		}
 	}
-	json_t *host = json_pack("{s:s, s:o, s:b, s:{s:s}}", "NetworkMode", network, "Mounts",
-	                         mounts, "AutoRemove", 0, "LogConfig", "Type", "none");
+	/* Init: docker-init (tini) as PID 1 passes a stop's SIGTERM on to the process, which,
+	 * not being a namespace's init, then ends by default instead of ignoring it */
+	json_t *host = json_pack("{s:s, s:o, s:b, s:b, s:{s:s}}", "NetworkMode", network, "Mounts",
+	                         mounts, "AutoRemove", 0, "Init", 1, "LogConfig", "Type", "none");
 	if (p->memory_limit)
 		json_object_set_new(host, "Memory", json_integer((json_int_t)p->memory_limit));
 	if (p->pids_limit)
