@@ -80,6 +80,11 @@ enum {
 typedef struct sw_run_opts {
 	const char *repo; /* path or URL; default "." */
 	const char *rev;  /* NULL: HEAD */
+	/* The branch or tag the commit was found on (the agent's git watcher: rev is a sha of its
+	 * mirror, whose branch may have moved since); when given it wins over what the checkout
+	 * finds: a branch hint makes a branch pipeline (no tag), a tag hint a tag pipeline. */
+	const char *branch_hint;
+	const char *tag_hint;
 	const char *file; /* pipeline file relative to the checkout; default .slipway.yml */
 	bool no_promote;
 	const char *events_path; /* --events, or NULL */
@@ -101,6 +106,19 @@ typedef struct sw_run_opts {
 	 * second (no grace); cancel_signal is the first signal's number. */
 	volatile sig_atomic_t *cancel;
 	volatile sig_atomic_t *cancel_signal;
+	/* GitLab jobs (issue 5, agent/gitlab*.c); all zero for `slipway run`: */
+	const struct sw_pipeline *pipeline; /* run this (borrowed) instead of loading `file` */
+	const char *checkout_dir;     /* files already checked out (borrowed, kept): no checkout */
+	const sw_git_commit *commit;  /* with checkout_dir: its commit (copied) */
+	bool no_build;                /* never build the commit's image */
+	char *const *mask_values;     /* with `pipeline`: the values to mask (not the secrets') */
+	/* every masked byte of a job's output (its log), called from the job's thread */
+	void (*on_output)(const char *data, size_t len, void *payload);
+	/* after a job's commands and after_run, before its workspace is removed: ws is the
+	 * workspace (host path), state an sw_job_state (PASSED, FAILED or TIMED_OUT) */
+	void (*on_job_end)(const char *job, const char *ws, int state, int exit_code,
+	                   void *payload);
+	void *hook_payload;
 } sw_run_opts;
 
 /* Run a pipeline as described in docs/cli.md and return the process exit code (SW_RUN_EXIT_*,
@@ -222,8 +240,8 @@ typedef struct sw_agent_config {
 	uint64_t pids_limit;
 	uint32_t cpu_millis;
 	uint64_t cache_max_bytes;    /* build cache cap; 0: none */
-	int log_format;              /* 0 text, 1 json */
-	int log_level;               /* an sw_log_level */
+	int log_format;              /* 0 text, 1 json; -1: not in the file (keep the CLI's) */
+	int log_level;               /* an sw_log_level; -1: not in the file (keep the CLI's) */
 	char *metrics_addr;          /* "127.0.0.1:9252" (default); "" turns it off */
 	int64_t shutdown_timeout_ms; /* drain: how long running work may go on; default 600000 */
 	int64_t kill_grace_ms;       /* cancel: SIGTERM then SIGKILL after; default 10000 */
@@ -332,6 +350,8 @@ void sw_sched_set_source_limit(sw_sched *s, const char *source, int limit);
 void sw_sched_counts(sw_sched *s, unsigned *running, unsigned *queued);
 /* Stop taking new items (drain); running ones go on. */
 void sw_sched_drain(sw_sched *s);
+/* Whether sw_sched_drain was called (sources should stop fetching work then). */
+bool sw_sched_draining(sw_sched *s);
 /* Cancel running items (their cancel flag: 1 with grace, 2 without). */
 void sw_sched_cancel_all(sw_sched *s, int how);
 /* Wait until no item runs, at most timeout_ms (< 0: forever); true when none runs. */
@@ -400,6 +420,8 @@ void sw_gitlab_stop(sw_gitlab *g);
 typedef struct sw_metrics sw_metrics;
 int sw_metrics_start(sw_metrics **out, const char *addr, sw_sched *s, sw_error **err) SW_WUR;
 void sw_metrics_stop(sw_metrics *m);
+/* The port it listens on (the one chosen by the system when the address asked for port 0). */
+int sw_metrics_port(const sw_metrics *m);
 /* Account a finished pipeline run from its output folder (reads OUT/events.jsonl: build steps
  * and cache hits, job durations, promotion bytes). */
 void sw_metrics_run_done(sw_metrics *m, const char *source, const char *result, double seconds,

@@ -4,6 +4,7 @@
  * lives here (like crun's src/crun.c over src/libcrun/).
  */
 #include "agent/agent.h"
+#include "agent/agent_internal.h"
 #include "version.h"
 
 #include <getopt.h>
@@ -22,6 +23,7 @@ static const char usage[] =
         "  build     build an image from a Dockerfile, with the layer cache\n"
         "  image     copy, import, inspect and list OCI images\n"
         "  cache     list and prune the build cache\n"
+        "  agent     the daemon: watch repositories, serve GitLab, run their pipelines\n"
         "\n"
         "options:\n"
         "  --log-level LEVEL    error, warn, info (default), debug or trace\n"
@@ -101,6 +103,8 @@ int main(int argc, char **argv)
 		return sw_cmd_run(argc - optind, argv + optind);
 	if (strcmp(cmd, "lint") == 0)
 		return sw_cmd_lint(argc - optind, argv + optind);
+	if (strcmp(cmd, "agent") == 0)
+		return sw_cmd_agent(argc - optind, argv + optind);
 	if (strcmp(cmd, "help") == 0) {
 		fputs(usage, stdout);
 		return 0;

@@ -92,10 +92,14 @@ static unsigned long long proc_starttime(pid_t pid)
 	return p ? strtoull(p + 1, NULL, 10) : 0;
 }
 
-/* The folder for file secrets: /dev/shm/slipway-<pid>-<start> (tmpfs, never the state). */
+/* The folder for file secrets: /dev/shm/slipway-<pid>-<start>-<n> (tmpfs, never the state;
+ * n tells apart the runs of one process: the agent runs several at once). */
 static char *secret_dir_name(void)
 {
-	return sw_xasprintf("/dev/shm/slipway-%d-%llu", (int)getpid(), proc_starttime(getpid()));
+	static unsigned counter;
+	unsigned n = __atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED);
+	return sw_xasprintf("/dev/shm/slipway-%d-%llu-%u", (int)getpid(), proc_starttime(getpid()),
+	                    n);
 }
 
 /* The registry options of this run: the caller's (the agent's config), else the environment. */
@@ -184,6 +188,13 @@ int sw_run_image_get(char **out_digest, sw_oci_config *cfg, sw_run *r, const cha
 			rc = sw_oci_registry_new(&reg, ref.registry, run_registry(r), &e);
 		if (rc == 0)
 			rc = sw_oci_registry_pull(&pulled, reg, r->store, &ref, NULL, &e);
+		if (rc == 0) {
+			/* bytes downloaded, for the agent's metrics */
+			json_t *f = json_pack("{s:s, s:s, s:s, s:I}", "image", name, "digest",
+			                      pulled.digest.s, "state", "done", "bytes",
+			                      (json_int_t)sw_oci_registry_stats(reg)->bytes_down);
+			sw_run_emit(r, "pull", f);
+		}
 		if (rc == 0)
 			rc = sw_oci_store_tag(r->store, name, &pulled, &e);
 		if (rc == 0)
@@ -275,6 +286,22 @@ static int alloc_pipeline_id(unsigned long *out, const char *state_dir, sw_error
 		return sw_error_wrap(err, "pipeline id");
 	*out = id;
 	return 0;
+}
+
+/* The agent knows the branch or tag a commit of its mirror came from: that wins over what the
+ * checkout finds (a branch hint makes a branch pipeline, a tag hint a tag pipeline). */
+static void apply_ref_hints(sw_git_commit *c, const sw_run_opts *o)
+{
+	bool branch = o->branch_hint && *o->branch_hint;
+	bool tag = !branch && o->tag_hint && *o->tag_hint;
+	if (!branch && !tag)
+		return;
+	free(c->branch);
+	free(c->tag);
+	free(c->ref_name);
+	c->branch = branch ? sw_xstrdup(o->branch_hint) : NULL;
+	c->tag = tag ? sw_xstrdup(o->tag_hint) : NULL;
+	c->ref_name = sw_xstrdup(branch ? o->branch_hint : o->tag_hint);
 }
 
 static char *state_dir_resolve(void)
@@ -689,11 +716,14 @@ static void run_jobs(sw_run *r)
 
 /* ---------------------------------------------------------------- promotion */
 
+/* bytes: uploaded by this push (blobs and manifest), for the agent's metrics */
 static void promote_event(sw_run *r, const char *to, const char *ref, const char *state,
-                          const char *error)
+                          const char *error, uint64_t bytes)
 {
 	json_t *f = json_pack("{s:s, s:s, s:s, s:s}", "to", to, "ref", ref, "digest", r->image,
 	                      "state", state);
+	if (strcmp(state, "skipped") != 0)
+		json_object_set_new(f, "bytes", json_integer((json_int_t)bytes));
 	if (error)
 		json_object_set_new(f, "error", json_string(error));
 	sw_run_emit(r, "promotion", f);
@@ -710,7 +740,7 @@ static int promote(sw_run *r, sw_error **err)
 		if (pr->when.given && !sw_pl_when_matches(&pr->when, &ci)) {
 			sw_console_line(r->console,
 			                "promotion to %s skipped (when: does not match)", pr->to);
-			promote_event(r, pr->to, pr->to, "skipped", NULL);
+			promote_event(r, pr->to, pr->to, "skipped", NULL, 0);
 			continue;
 		}
 		if (!r->image)
@@ -740,9 +770,11 @@ static int promote(sw_run *r, sw_error **err)
 			cleanup_free char *s = sw_xasprintf("%s/%s@%s", ref.registry,
 			                                    ref.repository, desc.digest.s);
 			sw_console_line(r->console, "promoting %s to %s", r->image, s);
+			uint64_t up0 = sw_oci_registry_stats(reg)->bytes_up;
 			rc = sw_oci_registry_push(reg, r->store, &desc, &byd, err);
 			promote_event(r, pr->to, s, rc == 0 ? "pushed" : "failed",
-			              rc == 0 ? NULL : sw_error_msg(*err));
+			              rc == 0 ? NULL : sw_error_msg(*err),
+			              sw_oci_registry_stats(reg)->bytes_up - up0);
 		}
 		for (size_t t = 0; rc == 0 && t < pr->tags.n; t++) {
 			cleanup_free char *tag = NULL;
@@ -767,11 +799,13 @@ static int promote(sw_run *r, sw_error **err)
 				           .tag = tag };
 			cleanup_free char *s =
 			        sw_xasprintf("%s/%s:%s", ref.registry, ref.repository, tag);
+			uint64_t up0 = sw_oci_registry_stats(reg)->bytes_up;
 			rc = sw_oci_registry_push(reg, r->store, &desc, &byt, err);
 			if (rc == 0)
 				sw_console_line(r->console, "promoted %s as %s", r->image, s);
 			promote_event(r, pr->to, s, rc == 0 ? "pushed" : "failed",
-			              rc == 0 ? NULL : sw_error_msg(*err));
+			              rc == 0 ? NULL : sw_error_msg(*err),
+			              sw_oci_registry_stats(reg)->bytes_up - up0);
 		}
 		sw_oci_descriptor_clear(&desc);
 		sw_oci_registry_free(reg);
@@ -794,6 +828,11 @@ static void print_error(sw_run *r, const char *fmt, ...)
 	cleanup_free char *red = sw_redact(m);
 	cleanup_free char *masked =
 	        sw_mask_string((const char *const *)r->mask, sw_strv_len(r->mask), red);
+	if (r->o->on_output) {
+		/* a GitLab job: the error belongs to its trace */
+		cleanup_free char *line = sw_xasprintf("slipway: error: %s\n", masked);
+		r->o->on_output(line, strlen(line), r->o->hook_payload);
+	}
 	if (r->console)
 		sw_console_line(r->console, "error: %s", masked);
 	else
@@ -834,6 +873,26 @@ static int load_pipeline(sw_run *r, sw_error **err)
 		return sw_error_set(err, SW_ERR_INVALID, "%s: cannot be read", file);
 	}
 	return sw_pipeline_parse(&r->pl, buf, len, file, err);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? sw_xstrdup(s) : NULL;
+}
+
+/* A deep copy of a commit (its changed paths are not needed by a run given its files). */
+static void commit_copy(sw_git_commit *dst, const sw_git_commit *src)
+{
+	memset(dst, 0, sizeof(*dst));
+	memcpy(dst->sha, src->sha, sizeof(dst->sha));
+	memcpy(dst->short_sha, src->short_sha, sizeof(dst->short_sha));
+	dst->branch = dup_or_null(src->branch);
+	dst->tag = dup_or_null(src->tag);
+	dst->ref_name = dup_or_null(src->ref_name);
+	dst->message = dup_or_null(src->message);
+	dst->title = dup_or_null(src->title);
+	dst->author = dup_or_null(src->author);
+	dst->time = src->time;
 }
 
 int sw_run_pipeline(const sw_run_opts *o)
@@ -892,20 +951,31 @@ int sw_run_pipeline(const sw_run_opts *o)
 	backend.kill_grace_ms = 10000;
 
 	/* 2. checkout, pipeline file, pipeline id */
-	if (sw_cache_scratch_dir(&r->checkout, r->cache, "checkout-", &err) < 0 ||
-	    sw_cache_scratch_dir(&git_tmp, r->cache, "git-", &err) < 0)
-		goto infra;
-	fprintf(stderr, "slipway: checking out %s%s%s\n", repo, o->rev ? " at " : "",
-	        o->rev ? o->rev : "");
-	if (sw_git_checkout(&r->commit, repo, o->rev, r->checkout, git_tmp, &err) < 0) {
-		sw_error_wrap(&err, "checkout");
-		goto infra;
+	if (o->checkout_dir) {
+		/* the caller's files (a GitLab job): kept, never removed here */
+		if (o->commit)
+			commit_copy(&r->commit, o->commit);
+	} else {
+		if (sw_cache_scratch_dir(&r->checkout, r->cache, "checkout-", &err) < 0 ||
+		    sw_cache_scratch_dir(&git_tmp, r->cache, "git-", &err) < 0)
+			goto infra;
+		fprintf(stderr, "slipway: checking out %s%s%s\n", repo, o->rev ? " at " : "",
+		        o->rev ? o->rev : "");
+		if (sw_git_checkout(&r->commit, repo, o->rev, r->checkout, git_tmp, &err) < 0) {
+			sw_error_wrap(&err, "checkout");
+			goto infra;
+		}
+		r->changed = (const char *const *)r->commit.changed;
+		apply_ref_hints(&r->commit, o);
+		remove_dir(git_tmp, false);
+		free(git_tmp);
+		git_tmp = NULL;
 	}
-	r->changed = (const char *const *)r->commit.changed;
-	remove_dir(git_tmp, false);
-	free(git_tmp);
-	git_tmp = NULL;
-	if (load_pipeline(r, &err) < 0) {
+	if (o->checkout_dir)
+		r->checkout = sw_xstrdup(o->checkout_dir);
+	if (o->pipeline) {
+		r->pl = (sw_pipeline *)o->pipeline; /* borrowed: not freed at the end */
+	} else if (load_pipeline(r, &err) < 0) {
 		print_error(r, "%s", sw_error_msg(err));
 		sw_error_clear(&err);
 		exit_code = SW_RUN_EXIT_PIPELINE;
@@ -934,8 +1004,11 @@ int sw_run_pipeline(const sw_run_opts *o)
 			goto infra;
 	}
 
-	/* every secret value any job may see, for masking */
-	for (size_t i = 0; i < r->pl->n_jobs; i++) {
+	/* every secret value any job may see, for masking (a GitLab job: its masked values) */
+	for (size_t i = 0; o->pipeline && o->mask_values && o->mask_values[i]; i++)
+		if (o->mask_values[i][0])
+			sw_strv_push(&r->mask, o->mask_values[i]);
+	for (size_t i = 0; !o->pipeline && i < r->pl->n_jobs; i++) {
 		for (size_t k = 0; k < r->pl->jobs[i].n_secrets; k++) {
 			char *v = sw_run_secret_value(r, r->pl->jobs[i].secrets[k].name);
 			if (v && strlen(v) > 0) {
@@ -976,7 +1049,8 @@ int sw_run_pipeline(const sw_run_opts *o)
 	bool infra_error = false, cancelled = false;
 	dockerfile_path = sw_path_join(
 	        r->checkout, r->pl->image.dockerfile ? r->pl->image.dockerfile : "Dockerfile");
-	if (r->pl->image.given || needs_commit_image(r->pl) || access(dockerfile_path, F_OK) == 0) {
+	if (!o->no_build && (r->pl->image.given || needs_commit_image(r->pl) ||
+	                     access(dockerfile_path, F_OK) == 0)) {
 		if (build_image(r, &err) < 0) {
 			if (*o->cancel || sw_error_code_of(err) == SW_ERR_CANCELLED) {
 				cancelled = true;
@@ -1101,13 +1175,15 @@ int sw_run_pipeline(const sw_run_opts *o)
 		sw_run_emit(r, "pipeline", f);
 	}
 	sw_console_finish(r->console);
-	fprintf(stderr, "slipway: pipeline %lu %s in %.1fs; output in %s\n", r->pipeline_id,
-	        exit_code == 0 ? "passed"
-	        : cancelled    ? "was cancelled"
-	                       : "failed",
-	        (double)(now_ms() - t0) / 1000.0, r->out_dir);
-	printf("%s\n", r->out_dir);
-	fflush(stdout);
+	if (!o->pipeline) {
+		fprintf(stderr, "slipway: pipeline %lu %s in %.1fs; output in %s\n", r->pipeline_id,
+		        exit_code == 0 ? "passed"
+		        : cancelled    ? "was cancelled"
+		                       : "failed",
+		        (double)(now_ms() - t0) / 1000.0, r->out_dir);
+		printf("%s\n", r->out_dir);
+		fflush(stdout);
+	}
 	goto out;
 
 infra:
@@ -1124,7 +1200,8 @@ out:
 		free(git_tmp);
 	}
 	if (r->checkout) {
-		remove_dir(r->checkout, true);
+		if (!o->checkout_dir)
+			remove_dir(r->checkout, true);
 		free(r->checkout);
 	}
 	if (r->secret_dir) {
@@ -1147,7 +1224,8 @@ out:
 	free(r->project);
 	free(r->workspace);
 	sw_git_commit_clear(&r->commit);
-	sw_pipeline_free(r->pl);
+	if (!o->pipeline)
+		sw_pipeline_free(r->pl);
 	sw_cache_free(r->cache);
 	sw_oci_store_free(r->store);
 	free(r->state_dir);

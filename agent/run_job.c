@@ -66,6 +66,8 @@ static void out_masked(const char *data, size_t len, void *payload)
 		fwrite(data, 1, len, jo->log);
 		fflush(jo->log);
 	}
+	if (jo->r->o->on_output)
+		jo->r->o->on_output(data, len, jo->r->o->hook_payload);
 	sw_console_job_output(jo->r->console, jo->j->console_id, data, len);
 	sw_error *e = NULL;
 	if (jo->tail.len + len > 2 * TAIL_BYTES) {
@@ -752,6 +754,13 @@ static outcome attempt_run(job_ctx *c, int attempt, bool *will_retry, int *exit_
 	}
 	*will_retry = !r->cancel && attempt <= pj->retry &&
 	              (oc == OUT_FAILED || (oc == OUT_TIMED_OUT && pj->retry_on_timeout));
+	if (!*will_retry && oc != OUT_CANCELLED && r->o->on_job_end) {
+		sw_job_state st = oc == OUT_PASSED   ? SW_JOB_PASSED
+		                  : oc == OUT_FAILED ? SW_JOB_FAILED
+		                                     : SW_JOB_TIMED_OUT;
+		sw_mask_flush(jo->mask);
+		r->o->on_job_end(pj->name, mp, (int)st, *exit_code, r->o->hook_payload);
+	}
 	if (!*will_retry && oc != OUT_CANCELLED)
 		collect(c, mp, oc, cache_key);
 	goto teardown;

@@ -15,6 +15,7 @@
 #include <cmocka.h>
 
 #include "agent/agent_internal.h"
+#include "test_agent_gitlab.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -619,6 +620,12 @@ const char *__lsan_default_suppressions(void)
 	return "leak:libpcre2-8.so\n";
 }
 
+int test_agent_metrics_run(void);
+
+int test_agent_watch_run(void);   /* test_agent_watch.c: group "watch" */
+int test_agent_config_run(void);  /* test_agent_config.c: group "config" */
+int test_agent_journal_run(void); /* test_agent_journal.c: groups "journal", "sched" */
+
 int main(void)
 {
 	const struct CMUnitTest git[] = {
@@ -635,7 +642,13 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_agent__ws_copy_out, setup_tmp, teardown),
 		cmocka_unit_test_setup_teardown(test_agent__ws_remove_tree, setup_tmp, teardown),
 	};
+	const struct CMUnitTest gitlab[] = { SW_TEST_AGENT_GITLAB_TESTS };
 	int failed = cmocka_run_group_tests_name("git", git, NULL, NULL);
+	failed += cmocka_run_group_tests_name("gitlab", gitlab, NULL, NULL);
 	failed += cmocka_run_group_tests_name("workspace", workspace, NULL, NULL);
+	failed += test_agent_config_run();  /* test_agent_config.c */
+	failed += test_agent_journal_run(); /* test_agent_journal.c: journal, sched */
+	failed += test_agent_watch_run();
+	failed += test_agent_metrics_run(); /* test_agent_metrics.c */
 	return failed ? 1 : 0;
 }
