@@ -268,8 +268,16 @@ static sw_work_state run_work(sw_work *w, volatile sig_atomic_t *cancel, void *p
 	agent *a = payload;
 	if (strcmp(w->kind, "git") == 0)
 		return run_git(a, w, cancel);
-	if (strcmp(w->kind, "gitlab") == 0 && a->g)
-		return sw_gitlab_run_job(a->g, w, cancel);
+	if (strcmp(w->kind, "gitlab") == 0 && a->g) {
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		sw_work_state st = sw_gitlab_run_job(a->g, w, cancel);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		double secs =
+		        (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+		sw_metrics_run_done(a->m, w->source, sw_work_state_name(st), secs, w->output_dir);
+		return st;
+	}
 	free(w->message);
 	w->message = sw_xasprintf("no runner for work of kind '%s'", w->kind);
 	SW_LOG(SW_LOG_ERROR, "%s: %s", w->id, w->message);

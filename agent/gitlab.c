@@ -285,6 +285,8 @@ static bool srv_has_room(srv *s)
 	bool room = s->active < s->limit;
 	int conc = g->concurrency;
 	pthread_mutex_unlock(&g->lock);
+	if (g->sched && sw_sched_draining(g->sched))
+		return false; /* draining: no new jobs are taken */
 	if (room && g->sched) {
 		unsigned running = 0, queued = 0;
 		sw_sched_counts(g->sched, &running, &queued);

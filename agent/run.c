@@ -85,8 +85,9 @@ static unsigned long long proc_starttime(pid_t pid)
 	char *p = strrchr(buf, ')');
 	if (!p)
 		return 0;
-	p++;
-	/* fields 3.. follow; the start time is field 22 */
+	/* p is on the ')' ending field 2; each step moves to the space before the next field:
+	 * 20 steps reach the space before field 22, the start time (a step more would read the
+	 * virtual size, which changes while the agent runs) */
 	for (int field = 2; field < 22 && p; field++)
 		p = strchr(p + 1, ' ');
 	return p ? strtoull(p + 1, NULL, 10) : 0;
@@ -123,6 +124,7 @@ static void sweep_secret_dirs(void)
 		if (proc_starttime(pid) == st)
 			continue;
 		cleanup_free char *p = sw_xasprintf("/dev/shm/%s", de->d_name);
+		SW_LOG(SW_LOG_INFO, "sweep: removing %s (its process %d is gone)", p, pid);
 		sw_error *e = NULL;
 		if (sw_fs_rm_rf(p, &e) < 0) {
 			SW_LOG(SW_LOG_WARN, "%s", sw_error_msg(e));

@@ -13,11 +13,13 @@
 #             pipeline on the same kind of change (a one-line change to src/greet.sh, warm
 #             caches; a clone the agent does not watch). ROUNDS rounds (default 3), medians.
 # Goals: idle resident memory <= 10 MB.
-# usage: bench/agent.sh [ROUNDS] [IDLE]   (SLIPWAY=path/to/slipway, default build/slipway)
+# usage: bench/agent.sh [ROUNDS] [IDLE]   (SLIPWAY=path/to/slipway, default build/slipway;
+#        IDLE_POLL=1h: the idle repositories are polled once, at start, instead of every 1 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
 IDLE=${2:-60}
+IDLE_POLL=${IDLE_POLL:-1s} # the idle repositories' poll interval (1h: the first polls only)
 : "${SLIPWAY:=$PWD/build/slipway}"
 SW_TEST_SRCDIR=$PWD
 export SLIPWAY SW_TEST_SRCDIR
@@ -89,7 +91,7 @@ wait_for() { # SECONDS WHAT CMD...
 		echo "repository $i" >"$R/README"
 		git -C "$R" add -A
 		commit "$R" -m "r$i"
-		printf '  - { name: r%d, url: "file://%s", poll: 1s }\n' "$i" "$R"
+		printf '  - { name: r%d, url: "file://%s", poll: %s }\n' "$i" "$R" "$IDLE_POLL"
 	done
 } >"$T/idle.yml"
 agent_start "$T/idle.yml" "$T/idle-prime.log"
@@ -166,8 +168,8 @@ agent_stop
 
 echo
 echo "agent benchmark"
-printf 'idle, 20 repositories, 1 s poll, %s s: VmRSS %s kB (at start %s kB), VmHWM %s kB, ' \
-	"$IDLE" "$rss" "$rss0" "$hwm"
+printf 'idle, 20 repositories, %s poll, %s s: VmRSS %s kB (at start %s kB), VmHWM %s kB, ' \
+	"$IDLE_POLL" "$IDLE" "$rss" "$rss0" "$hwm"
 printf '%s threads, CPU %s s (%s%%), %s polls\n' "$threads" "$cpu_s" "$cpu_pct" "$polls"
 printf '  of VmRSS: RssAnon %s kB (the agent'"'"'s own), RssFile %s kB (shared library pages)\n' \
 	"$anon" "$file"

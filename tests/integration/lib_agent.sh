@@ -15,6 +15,9 @@
 #   wait_until SECONDS WHAT CMD...  run CMD every 0.2 s until it succeeds, or fail naming WHAT
 #   run_events SHA [ATTEMPT]        the events.jsonl files of SHA's runs (one attempt or all)
 #   commit_file NAME CONTENT MSG    write $REPO/NAME and commit it; prints nothing, sets SHA
+#   event_seen SHA PY-CONDITION     some event `e` of SHA's runs satisfies the condition
+#   state_is SHA STATE [ATTEMPTS]   the journal's item of SHA is in STATE (after ATTEMPTS)
+#   built_digest EVENTS             the digest the run built
 
 AGENT_PID=
 AGENT_CONF=
@@ -139,6 +142,7 @@ commit_file() {
 	printf '%s\n' "$2" >"$REPO/$1"
 	git -C "$REPO" add -A
 	git -C "$REPO" commit -q -m "$3"
+	# shellcheck disable=SC2034 # read by the tests
 	SHA=$(git -C "$REPO" rev-parse HEAD)
 }
 

@@ -41,6 +41,7 @@ commit_file README "first" "first"
 C1=$SHA
 
 MPORT=$(free_port)
+# shellcheck disable=SC2034 # read by agent_config (lib_agent.sh)
 METRICS_ADDR="127.0.0.1:$MPORT"
 agent_config "$T/agent.yml" "  - name: gone
     url: file://$T/no-such-repository

@@ -269,11 +269,14 @@ static void test_agent__metrics_endpoints(void **state)
 	assert_string_equal(h, "ok\n");
 	cleanup_free char *nf = fetch(&st, f, NULL, "/");
 	assert_int_equal(st, 404);
+	assert_string_equal(nf, "not found\n");
 	cleanup_free char *nf2 = fetch(&st, f, NULL, "/metrics/x");
 	assert_int_equal(st, 404);
+	assert_string_equal(nf2, "not found\n");
 	cleanup_free char *post = fetch(&st, f, "POST", "/metrics");
 	assert_int_equal(st, 405);
-	/* the port is bound to 127.0.0.1 only */
+	assert_string_equal(post, "method not allowed\n");
+	/* the system chose the port (port 0 asked) */
 	assert_true(sw_metrics_port(f->m) > 0);
 }
 
@@ -342,6 +345,7 @@ static void test_agent__metrics_threads(void **state)
 		long st = 0;
 		cleanup_free char *t = fetch(&st, f, NULL, "/metrics");
 		assert_int_equal(st, 200);
+		assert_non_null(strstr(t, "\nslipway_cache_hits_total "));
 	}
 	for (int i = 0; i < N_THREADS; i++)
 		assert_int_equal(pthread_join(th[i], NULL), 0);
