@@ -108,10 +108,10 @@ typedef struct sw_run_opts {
 	volatile sig_atomic_t *cancel_signal;
 	/* GitLab jobs (issue 5, agent/gitlab*.c); all zero for `slipway run`: */
 	const struct sw_pipeline *pipeline; /* run this (borrowed) instead of loading `file` */
-	const char *checkout_dir;     /* files already checked out (borrowed, kept): no checkout */
-	const sw_git_commit *commit;  /* with checkout_dir: its commit (copied) */
-	bool no_build;                /* never build the commit's image */
-	char *const *mask_values;     /* with `pipeline`: the values to mask (not the secrets') */
+	const char *checkout_dir;    /* files already checked out (borrowed, kept): no checkout */
+	const sw_git_commit *commit; /* with checkout_dir: its commit (copied) */
+	bool no_build;               /* never build the commit's image */
+	char *const *mask_values;    /* with `pipeline`: the values to mask (not the secrets') */
 	/* every masked byte of a job's output (its log), called from the job's thread */
 	void (*on_output)(const char *data, size_t len, void *payload);
 	/* after a job's commands and after_run, before its workspace is removed: ws is the
