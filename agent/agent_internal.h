@@ -43,6 +43,13 @@ void sw_git_commit_clear(sw_git_commit *c);
 int sw_git_checkout(sw_git_commit *out, const char *repo, const char *rev, const char *dest,
                     const char *tmp_dir, sw_error **err) SW_WUR;
 
+/* "scheme://user:pass@host/p" -> "scheme://user@host/p", the password in *password_out (or
+ * NULL; caller frees both); other forms unchanged. */
+char *sw_git_url_safe(const char *url, char **password_out);
+/* A message fit for logs: sw_redact, and every occurrence of `secret` (3 characters or more)
+ * replaced with "***". Caller frees. */
+char *sw_git_scrub(const char *s, const char *secret);
+
 /* ---------------------------------------------------------------- workspaces (workspace.c) */
 
 /*

@@ -119,40 +119,12 @@ static int pairs_of(pair **out, size_t *n_out, ctx *x, yaml_node_t *m, const cha
 	return 0;
 }
 
-static size_t edit_distance(const char *a, const char *b)
-{
-	size_t la = strlen(a), lb = strlen(b);
-	if (la > 64 || lb > 64)
-		return 99;
-	size_t d[65][65];
-	for (size_t i = 0; i <= la; i++)
-		d[i][0] = i;
-	for (size_t j = 0; j <= lb; j++)
-		d[0][j] = j;
-	for (size_t i = 1; i <= la; i++) {
-		for (size_t j = 1; j <= lb; j++) {
-			size_t best = d[i - 1][j - 1] + (a[i - 1] != b[j - 1]);
-			if (d[i - 1][j] + 1 < best)
-				best = d[i - 1][j] + 1;
-			if (d[i][j - 1] + 1 < best)
-				best = d[i][j - 1] + 1;
-			d[i][j] = best;
-		}
-	}
-	return d[la][lb];
-}
-
 static int unknown_key(ctx *x, const pair *p, const char *where, const char *const *known)
 {
-	const char *best = NULL;
-	size_t bd = 3;
-	for (size_t i = 0; known[i]; i++) {
-		size_t d = edit_distance(p->key, known[i]);
-		if (d < bd) {
-			bd = d;
-			best = known[i];
-		}
-	}
+	size_t n_known = 0;
+	while (known[n_known])
+		n_known++;
+	const char *best = sw_str_nearest(p->key, known, n_known);
 	if (best)
 		return problem(x, p->k, "unknown key '%s' in %s (did you mean '%s'?)", p->key,
 		               where, best);

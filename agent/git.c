@@ -36,8 +36,7 @@ typedef struct repo_ctx {
 	char *url_copy;
 } repo_ctx;
 
-/* Remove the password of "scheme://user:pass@host/..." (keeping the user). */
-static char *url_without_password(const char *url, char **password_out)
+char *sw_git_url_safe(const char *url, char **password_out)
 {
 	*password_out = NULL;
 	const char *scheme = strstr(url, "://");
@@ -55,8 +54,7 @@ static char *url_without_password(const char *url, char **password_out)
 	return sw_xasprintf("%.*s%s", (int)(colon - url), url, at);
 }
 
-/* Replace every occurrence of `secret` in `s` with "***" (in place into a new string). */
-static char *scrub(const char *s, const char *secret)
+char *sw_git_scrub(const char *s, const char *secret)
 {
 	char *red = sw_redact(s);
 	if (!secret || strlen(secret) < 3)
@@ -111,7 +109,7 @@ static int git_fail(sw_error **err, const repo_ctx *rc, int gerr, const char *fm
 		raw = sw_xasprintf("%s: %s", what, ge->message);
 	else
 		raw = sw_xstrdup(what);
-	cleanup_free char *msg = scrub(raw, rc->password);
+	cleanup_free char *msg = sw_git_scrub(raw, rc->password);
 	return sw_error_lib(err, code_of_git(gerr), SW_ERRSRC_GIT, gerr,
 	                    "git checkout of '%s' at '%s': %s", rc->display,
 	                    rc->rev ? rc->rev : "HEAD", msg);
@@ -434,7 +432,7 @@ int sw_git_checkout(sw_git_commit *out, const char *repo, const char *rev, const
 
 	repo_ctx rc = { .repo = repo, .rev = rev };
 	char *pw = NULL;
-	rc.display = url_without_password(repo, &pw);
+	rc.display = sw_git_url_safe(repo, &pw);
 	rc.password = rc.url_copy = pw;
 
 	git_repository *r = NULL;

@@ -183,26 +183,6 @@ static void wrepo_clear(wrepo *r)
 
 /* ---------------------------------------------------------------- URLs */
 
-/* "scheme://user:pass@host/p" -> "scheme://user@host/p" (the password in *password_out, or
- * NULL); other forms unchanged. */
-static char *url_split_password(const char *url, char **password_out)
-{
-	*password_out = NULL;
-	const char *scheme = strstr(url, "://");
-	if (!scheme)
-		return sw_xstrdup(url);
-	const char *auth = scheme + 3;
-	size_t hostlen = strcspn(auth, "/?#");
-	const char *at = memrchr(auth, '@', hostlen);
-	if (!at)
-		return sw_xstrdup(url);
-	const char *colon = memchr(auth, ':', (size_t)(at - auth));
-	if (!colon)
-		return sw_xstrdup(url);
-	*password_out = sw_xstrndup(colon + 1, (size_t)(at - colon - 1));
-	return sw_xasprintf("%.*s%s", (int)(colon - url), url, at);
-}
-
 static bool url_is_ssh(const char *url)
 {
 	if (strncmp(url, "ssh://", 6) == 0 || strncmp(url, "ssh+git://", 10) == 0 ||
@@ -219,30 +199,6 @@ static bool url_is_ssh(const char *url)
 static bool url_is_https(const char *url)
 {
 	return strncmp(url, "https://", 8) == 0;
-}
-
-/* Replace every occurrence of `secret` (3 characters or more) in `s` with "***". */
-static char *scrub(const char *s, const char *secret)
-{
-	char *red = sw_redact(s);
-	if (!secret || strlen(secret) < 3)
-		return red;
-	size_t sl = strlen(secret);
-	sw_buf b = SW_BUF_INIT(0);
-	const char *p = red;
-	const char *hit;
-	while ((hit = strstr(p, secret)) != NULL) {
-		if (sw_buf_append(&b, p, (size_t)(hit - p), NULL) < 0 ||
-		    sw_buf_puts(&b, "***", NULL) < 0)
-			break;
-		p = hit + sl;
-	}
-	if (sw_buf_puts(&b, p, NULL) < 0) {
-		sw_buf_free(&b);
-		return red;
-	}
-	free(red);
-	return sw_buf_steal(&b, NULL);
 }
 
 /* ---------------------------------------------------------------- one poll */
@@ -289,7 +245,7 @@ static int watch_fail(sw_error **err, const poll_ctx *pc, int gerr, const char *
 	const char *secret = pc->url_password  ? pc->url_password
 	                     : pc->c->password ? pc->c->password
 	                                       : pc->c->token;
-	cleanup_free char *msg = scrub(raw, secret);
+	cleanup_free char *msg = sw_git_scrub(raw, secret);
 	int code = gerr == GIT_ENOTFOUND ? SW_ERR_NOT_FOUND
 	           : gerr == GIT_EAUTH   ? SW_ERR_AUTH
 	                                 : SW_ERR_GENERIC;
@@ -781,7 +737,7 @@ static void poll_one(sw_watcher *w, wrepo *r)
 	pthread_mutex_unlock(&w->lock);
 
 	poll_ctx pc = { .w = w, .c = &c };
-	pc.url = url_split_password(c.url, &pc.url_password);
+	pc.url = sw_git_url_safe(c.url, &pc.url_password);
 	sw_error *err = NULL;
 	int rc = poll_repo(&pc, &seen, &err);
 	bool cancelled = rc < 0 && sw_error_code_of(err) == SW_ERR_CANCELLED;

@@ -161,6 +161,11 @@ void sw_log_sink_json(sw_log_level level, const char *file, int line, const char
  */
 char *sw_redact(const char *s);
 
+/* The candidate nearest to `word` for a "did you mean" hint: equal ignoring case, else at most
+ * 1 edit away (words of 3 characters or less) or 2 (longer ones; a swap of two neighbours is
+ * one edit); NULL when none is that close. */
+const char *sw_str_nearest(const char *word, const char *const *cands, size_t n);
+
 /* ---------------------------------------------------------------- buffers */
 
 /* A growable byte buffer with a hard cap (`max`, 0 = SW_BUF_DEFAULT_MAX). data is NUL-terminated.
