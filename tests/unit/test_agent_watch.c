@@ -488,7 +488,7 @@ static void test_agent__watch_errors_and_reload(void **state)
 	OK(sw_fs_rm_rf(gone, &err));
 	commit(f, "good", "two");
 	poll_all(f);
-	assert_int_equal(f->bad_errors, 1);
+	assert_true(f->bad_errors >= 1); /* one poll or two (the first poll and poll_now) */
 	assert_string_equal(f->error_repo, "bad");
 	assert_non_null(strstr(f->last_error, u2));
 	char g2[41];
@@ -678,9 +678,12 @@ static void test_agent__watch_credentials_refused(void **state)
 	sw_agent_repo *r = add_repo(f, "bad", url, "main", NULL);
 	r->username = sw_xstrdup("ci");
 	r->password = sw_xstrdup("s3cret-pw");
+	/* the first poll of a new repository and the poll_now may be one poll or two: each
+	 * phase asserts that errors were reported, not how many polls it took */
+	unsigned bad0 = f->bad_errors;
 	start(f);
 	poll_all(f);
-	assert_int_equal(f->bad_errors, 1);
+	assert_true(f->bad_errors > bad0);
 	cleanup_free char *want =
 	        sw_xasprintf("credentials refused for http://127.0.0.1:%d/team/app.git", port);
 	if (!strstr(f->last_error, want))
@@ -706,9 +709,10 @@ static void test_agent__watch_credentials_refused(void **state)
 	free(r->password);
 	r->password = NULL;
 	r->token = sw_xstrdup("glpat-token-xyz");
+	bad0 = f->bad_errors;
 	start(f);
 	poll_all(f);
-	assert_int_equal(f->bad_errors, 2);
+	assert_true(f->bad_errors > bad0);
 	assert_non_null(strstr(f->last_error, "credentials refused for http://me@127.0.0.1"));
 	assert_null(strstr(f->last_error, "url-pw-123"));
 	assert_null(strstr(f->last_error, "glpat-token-xyz"));
@@ -720,9 +724,10 @@ static void test_agent__watch_credentials_refused(void **state)
 	r->url = sw_xstrdup(url);
 	free(r->token);
 	r->token = NULL;
+	bad0 = f->bad_errors;
 	start(f);
 	poll_all(f);
-	assert_int_equal(f->bad_errors, 3);
+	assert_true(f->bad_errors > bad0);
 	if (!strstr(f->last_error, want) || !strstr(f->last_error, "none configured"))
 		fail_msg("error: %s", f->last_error);
 }
