@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdio.h>
 
 /* ---------------------------------------------------------------- git checkout (git.c) */
 
@@ -104,7 +105,10 @@ typedef struct sw_run_opts {
 	char **secret_files;     /* --secret-file NAME=PATH, in order, NULL-terminated or NULL */
 	char **vars;             /* --var NAME=VALUE, in order, NULL-terminated or NULL */
 	const sw_oci_registry_opts *registry; /* NULL: sw_cli_registry_opts() (environment) */
-	uint64_t memory_limit;                /* per container; 0: none */
+	FILE *console_out;     /* where the console and the run's own lines go; NULL: stderr, and
+	                        * the output folder is printed on stdout at the end */
+	int64_t kill_grace_ms; /* cancel: SIGTERM, then SIGKILL after this; 0: 10000 */
+	uint64_t memory_limit; /* per container; 0: none */
 	uint64_t pids_limit;
 	uint32_t cpu_millis;
 	int progress; /* an sw_console_mode */

@@ -225,7 +225,16 @@ static sw_work_state run_git(agent *a, sw_work *w, volatile sig_atomic_t *cancel
 	o.memory_limit = c->memory_limit;
 	o.pids_limit = c->pids_limit;
 	o.cpu_millis = c->cpu_millis;
-	o.progress = SW_CONSOLE_QUIET;
+	o.progress = SW_CONSOLE_PLAIN;
+	o.kill_grace_ms = c->kill_grace_ms;
+	/* the run's console goes to OUT/console.log, not into the agent's log */
+	cleanup_free char *console_path = sw_path_join(w->output_dir, "console.log");
+	FILE *console = NULL;
+	if (sw_fs_mkdir_p(w->output_dir, 0755, &err) < 0)
+		sw_error_clear(&err);
+	else
+		console = fopen(console_path, "we");
+	o.console_out = console ? console : stderr;
 	o.cancel = cancel;
 	o.cancel_signal = &a->cancel_signal;
 
@@ -233,6 +242,8 @@ static sw_work_state run_git(agent *a, sw_work *w, volatile sig_atomic_t *cancel
 	       w->ref ? w->ref : "-", w->attempts);
 	int64_t t0 = mono_ms();
 	int rc = sw_run_pipeline(&o);
+	if (console)
+		fclose(console);
 	double secs = (double)(mono_ms() - t0) / 1000.0;
 	w->exit_code = rc;
 	sw_work_state st;

@@ -698,7 +698,17 @@ sw_work_state sw_gitlab_job_run(const sw_gitlab_ctx *ctx, const char *payload, s
 		o.memory_limit = cc.memory;
 		o.pids_limit = cc.pids;
 		o.cpu_millis = cc.cpu;
-		o.progress = SW_CONSOLE_QUIET;
+		o.progress = SW_CONSOLE_PLAIN;
+		/* the run's console goes to OUT/console.log, not into the agent's log (the job's
+		 * output reaches GitLab through on_output) */
+		cleanup_free char *console_path = sw_path_join(outdir, "console.log");
+		sw_error *ce = NULL;
+		FILE *console = NULL;
+		if (sw_fs_mkdir_p(outdir, 0755, &ce) < 0)
+			sw_error_free(ce);
+		else
+			console = fopen(console_path, "we");
+		o.console_out = console ? console : stderr;
 		o.max_jobs = 1;
 		o.cancel = &jr->cancel;
 		o.cancel_signal = &jr->cancel_signal;
@@ -712,6 +722,8 @@ sw_work_state sw_gitlab_job_run(const sw_gitlab_ctx *ctx, const char *payload, s
 		o.hook_payload = jr;
 		say(jr, "Using image %s", pl->jobs[0].image);
 		int rc = sw_run_pipeline(&o);
+		if (console)
+			fclose(console);
 		if (sw_gitlab_trace_aborted(jr->trace)) {
 			result = SW_WORK_CANCELLED;
 			goto out_quiet;

@@ -838,7 +838,8 @@ static void print_error(sw_run *r, const char *fmt, ...)
 	if (r->console)
 		sw_console_line(r->console, "error: %s", masked);
 	else
-		fprintf(stderr, "slipway: error: %s\n", masked);
+		fprintf(r->o->console_out ? r->o->console_out : stderr, "slipway: error: %s\n",
+		        masked);
 }
 
 static void remove_dir(const char *path, bool ws)
@@ -950,7 +951,7 @@ int sw_run_pipeline(const sw_run_opts *o)
 	backend.memory_limit = o->memory_limit;
 	backend.pids_limit = o->pids_limit;
 	backend.cpu_millis = o->cpu_millis;
-	backend.kill_grace_ms = 10000;
+	backend.kill_grace_ms = o->kill_grace_ms > 0 ? o->kill_grace_ms : 10000;
 
 	/* 2. checkout, pipeline file, pipeline id */
 	if (o->checkout_dir) {
@@ -961,8 +962,8 @@ int sw_run_pipeline(const sw_run_opts *o)
 		if (sw_cache_scratch_dir(&r->checkout, r->cache, "checkout-", &err) < 0 ||
 		    sw_cache_scratch_dir(&git_tmp, r->cache, "git-", &err) < 0)
 			goto infra;
-		fprintf(stderr, "slipway: checking out %s%s%s\n", repo, o->rev ? " at " : "",
-		        o->rev ? o->rev : "");
+		fprintf(o->console_out ? o->console_out : stderr, "slipway: checking out %s%s%s\n",
+		        repo, o->rev ? " at " : "", o->rev ? o->rev : "");
 		if (sw_git_checkout(&r->commit, repo, o->rev, r->checkout, git_tmp, &err) < 0) {
 			sw_error_wrap(&err, "checkout");
 			goto infra;
@@ -1025,7 +1026,8 @@ int sw_run_pipeline(const sw_run_opts *o)
 	}
 
 	/* reports */
-	r->console = sw_console_new((sw_console_mode)o->progress, stderr);
+	r->console = sw_console_new((sw_console_mode)o->progress,
+	                            o->console_out ? o->console_out : stderr);
 	r->junit = sw_junit_new(r->project);
 	r->jobs = sw_xcalloc(r->pl->n_jobs ? r->pl->n_jobs : 1, sizeof(*r->jobs));
 	for (size_t i = 0; i < r->pl->n_jobs; i++) {
@@ -1178,13 +1180,16 @@ int sw_run_pipeline(const sw_run_opts *o)
 	}
 	sw_console_finish(r->console);
 	if (!o->pipeline) {
-		fprintf(stderr, "slipway: pipeline %lu %s in %.1fs; output in %s\n", r->pipeline_id,
+		fprintf(o->console_out ? o->console_out : stderr,
+		        "slipway: pipeline %lu %s in %.1fs; output in %s\n", r->pipeline_id,
 		        exit_code == 0 ? "passed"
 		        : cancelled    ? "was cancelled"
 		                       : "failed",
 		        (double)(now_ms() - t0) / 1000.0, r->out_dir);
-		printf("%s\n", r->out_dir);
-		fflush(stdout);
+		if (!o->console_out) {
+			printf("%s\n", r->out_dir);
+			fflush(stdout);
+		}
 	}
 	goto out;
 
