@@ -88,7 +88,8 @@ assert_contains "$ERR" "$T/bad.yml:2:1: unknown key 'concurency' in the configur
 
 # ---------------------------------------------------------------- one agent per state folder
 agent_start
-wait_until 30 "the agent to start" log_has "agent started"
+# the agent's own line (lib_agent.sh's agent_start writes "--- agent started" itself)
+wait_until 30 "the agent to start" log_has "agent started (pid $AGENT_PID)"
 run second "$SLIPWAY" agent -c "$AGENT_CONF" --once
 assert_eq "$RC" 1
 assert_contains "$ERR" "another slipway agent (pid $AGENT_PID) is running on the state folder $STATE"
