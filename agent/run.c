@@ -631,8 +631,8 @@ static void run_jobs(sw_run *r)
 	pthread_mutex_lock(&s.lock);
 	for (;;) {
 		bool all_done = true, changed = false;
-		if (*r->o->cancel && !r->cancel)
-			r->cancel = 1;
+		if (*r->o->cancel > r->cancel)
+			r->cancel = *r->o->cancel; /* 2: a second signal, no grace */
 		if (deadline && !r->cancel && now_ms() >= deadline) {
 			r->timed_out = true;
 			r->cancel = 1;

@@ -12,7 +12,8 @@
 #   - a job cache restored on the second run, keyed by ${checksum(FILE)}
 #   - a secret printed in two chunks with a pause between them, and in base64: masked in the
 #     console, the log file, the events and the JUnit report
-#   - SIGTERM while a job runs: exit 143, the job "cancelled", nothing promoted
+#   - SIGTERM while a job runs: exit 143, the job "cancelled", nothing promoted; a second SIGTERM
+#     ends a job that ignores SIGTERM at once instead of after the grace
 #   - SIGKILL of slipway while a job and a service run (private network: slirp4netns), then the
 #     next `slipway run` removes everything the killed one left
 set -euo pipefail
@@ -281,6 +282,38 @@ assert_eq 143 "$rc" "exit code after SIGTERM (stderr: $(cat "$T/bg.err"))"
 assert_eq cancelled "$(job_field "$T/term.events" sleeper state)"
 [ "$(job_field "$T/term.events" later state)" != passed ] || fail "a job ran after the cancel"
 assert_clean "after SIGTERM"
+
+# ---------------------------------------------------------------- a second SIGTERM: no grace
+note "a second SIGTERM kills at once"
+set_pipeline "stubborn" <<'EOF2'
+stages:
+  - name: test
+    jobs:
+      - name: stubborn
+        run: ["trap '' TERM; echo up; while true; do sleep 1; done"]
+EOF2
+"$SLIPWAY" run --repo "$REPO" --events "$T/stub.events" --output "$T/stub.out.d" \
+	--progress plain >"$T/bg.out" 2>"$T/bg.err" &
+bg=$!
+sw_track_pid "$bg"
+wait_running "$T/stub.events" stubborn "$bg"
+sleep 0.5
+kill -TERM "$bg"
+sleep 1
+kill -0 "$bg" 2>/dev/null || fail "the job ignoring SIGTERM ended before its grace: $(cat "$T/bg.err")"
+t0=$(date +%s%N)
+kill -TERM "$bg"
+set +e
+wait "$bg"
+rc=$?
+set -e
+t1=$(date +%s%N)
+sw_stop_pid "$bg"
+assert_eq 143 "$rc" "exit code after two SIGTERMs"
+[ $(((t1 - t0) / 1000000)) -lt 5000 ] ||
+	fail "the second SIGTERM took $(((t1 - t0) / 1000000)) ms to end the run (the grace is 10 s)"
+assert_eq cancelled "$(job_field "$T/stub.events" stubborn state)"
+assert_clean "after two SIGTERMs"
 
 # ---------------------------------------------------------------- SIGKILL, then the next run
 note "SIGKILL, then the next run cleans up"
