@@ -88,8 +88,10 @@ assert_contains "$ERR" "$T/bad.yml:2:1: unknown key 'concurency' in the configur
 
 # ---------------------------------------------------------------- one agent per state folder
 agent_start
-# the agent's own line (lib_agent.sh's agent_start writes "--- agent started" itself)
-wait_until 30 "the agent to start" log_has "agent started (pid $AGENT_PID)"
+# the agent holds the lock once its pid is in the pid file (lib_agent.sh's agent_start writes
+# a "--- agent started" line of its own into the log, so the log cannot tell)
+pid_file_is() { [ "$(tr -d '\n' <"$STATE/agent/agent.pid" 2>/dev/null)" = "$1" ]; }
+wait_until 30 "the agent to take the state folder" pid_file_is "$AGENT_PID"
 run second "$SLIPWAY" agent -c "$AGENT_CONF" --once
 assert_eq "$RC" 1
 assert_contains "$ERR" "another slipway agent (pid $AGENT_PID) is running on the state folder $STATE"
