@@ -69,28 +69,11 @@ void sw_run_emit(sw_run *r, const char *type, json_t *fields)
 	sw_events_emit(r->events_out, type, fields);
 }
 
-/* Field 22 of /proc/PID/stat, or 0 when the process is gone. */
+/* The start time of a process (sw_proc_starttime), or 0 when it is gone. */
 static unsigned long long proc_starttime(pid_t pid)
 {
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return 0;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	/* p is on the ')' ending field 2; each step moves to the space before the next field:
-	 * 20 steps reach the space before field 22, the start time (a step more would read the
-	 * virtual size, which changes while the agent runs) */
-	for (int field = 2; field < 22 && p; field++)
-		p = strchr(p + 1, ' ');
-	return p ? strtoull(p + 1, NULL, 10) : 0;
+	unsigned long long v = 0;
+	return sw_proc_starttime(&v, pid) == 0 ? v : 0;
 }
 
 /* The folder for file secrets: /dev/shm/slipway-<pid>-<start>-<n> (tmpfs, never the state;

@@ -25,43 +25,16 @@
  * /proc cannot tell, -1 when the process does not exist. */
 static long long proc_start_time(pid_t pid)
 {
-	char path[64];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0) {
-		if (errno != ENOENT)
-			return 0;
-		/* no such process, unless /proc is missing altogether */
-		if (access("/proc/self/stat", R_OK) < 0)
-			return kill(pid, 0) == 0 || errno == EPERM ? 0 : -1;
-		return -1;
-	}
-	char buf[1024];
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	close(fd);
-	if (n <= 0)
+	unsigned long long v = 0;
+	int r = sw_proc_starttime(&v, pid);
+	if (r == 0)
+		return (long long)v;
+	if (r != -ENOENT)
 		return 0;
-	buf[n] = '\0';
-	/* the command name may hold spaces and parentheses: fields resume after the last ')' */
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return 0;
-	p++;
-	/* after ')' come field 3 (state) ... field 22 (starttime): skip 19 fields */
-	for (int field = 3; field < 22; field++) {
-		while (*p == ' ')
-			p++;
-		while (*p && *p != ' ')
-			p++;
-	}
-	while (*p == ' ')
-		p++;
-	char *end = NULL;
-	errno = 0;
-	long long v = strtoll(p, &end, 10);
-	if (errno || end == p || v < 0)
-		return 0;
-	return v;
+	/* no such process, unless /proc is missing altogether */
+	if (access("/proc/self/stat", R_OK) < 0)
+		return kill(pid, 0) == 0 || errno == EPERM ? 0 : -1;
+	return -1;
 }
 
 void sw_cache__owner_tag(char *buf)

@@ -166,6 +166,11 @@ char *sw_redact(const char *s);
  * one edit); NULL when none is that close. */
 const char *sw_str_nearest(const char *word, const char *const *cands, size_t n);
 
+/* Field 22 of /proc/PID/stat: the process's start time in clock ticks since boot (with the pid,
+ * it tells a process from a later one that reuses its pid); -errno when unreadable (-ENOENT:
+ * no such process). */
+int sw_proc_starttime(unsigned long long *out, pid_t pid);
+
 /* ---------------------------------------------------------------- buffers */
 
 /* A growable byte buffer with a hard cap (`max`, 0 = SW_BUF_DEFAULT_MAX). data is NUL-terminated.

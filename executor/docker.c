@@ -87,7 +87,7 @@ static int random_hex(char out[17], sw_error **err)
 static int owner_label(char **out, sw_error **err)
 {
 	unsigned long long start = 0;
-	int r = sw_exec__proc_starttime(&start, getpid());
+	int r = sw_proc_starttime(&start, getpid());
 	if (r < 0)
 		return sw_error_os(err, -r, "read the start time of this process");
 	*out = sw_xasprintf("%d-%llu", (int)getpid(), start);

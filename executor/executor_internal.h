@@ -28,9 +28,6 @@
  */
 int sw_exec__exec_dir(char **out, const char *state_dir, sw_error **err) SW_WUR;
 
-/* Field 22 of /proc/PID/stat (start time in clock ticks since boot); -errno when unreadable. */
-int sw_exec__proc_starttime(unsigned long long *out, pid_t pid);
-
 /* One container's (or host overlay's) folder STATE/exec/<id>/ with its owner label. */
 typedef struct sw_exec__box {
 	char *id;      /* "<prefix>-<16 hex>" */

@@ -93,7 +93,7 @@ static int label_read(ns_label *out, const char *path, sw_error **err)
 static bool same_process(pid_t pid, unsigned long long start)
 {
 	unsigned long long now = 0;
-	return pid > 0 && sw_exec__proc_starttime(&now, pid) == 0 && now == start;
+	return pid > 0 && sw_proc_starttime(&now, pid) == 0 && now == start;
 }
 
 /* ---------------------------------------------------------------- the namespace */
@@ -342,7 +342,7 @@ static int slirp_start(sw_exec__netns *ns, sw_error **err)
 	}
 	ns->slirp_pid = pid;
 	ns->exit_fd = ex[1];
-	(void)sw_exec__proc_starttime(&ns->slirp_start, pid);
+	(void)sw_proc_starttime(&ns->slirp_start, pid);
 
 	/* ready: it writes "1" to the ready fd once tap0 is configured; EOF means it died */
 	int64_t end = sw_exec__now_ms() + SLIRP_READY_MS;
@@ -387,7 +387,7 @@ int sw_exec__netns_create(sw_exec__netns *out, const char *exec_dir, const char 
 	if (mkdir(dir, 0700) < 0 && errno != EEXIST)
 		return sw_error_os(err, errno, "create '%s'", dir);
 	ns_label label = { .pid = getpid() };
-	int sr = sw_exec__proc_starttime(&label.start, label.pid);
+	int sr = sw_proc_starttime(&label.start, label.pid);
 	if (sr < 0)
 		return sw_error_os(err, -sr, "read the start time of this process");
 	cleanup_free char *base = sanitize(name);

@@ -213,7 +213,7 @@ int sw_exec__workdir_create(char **out, const char *upper, sw_error **err)
 	/* "PID-START." first: the owner tag that sweeps of the folder it lands in (the cache's
 	 * tmp/) read, so a live container's work folder is never taken for an abandoned one */
 	unsigned long long start = 0;
-	(void)sw_exec__proc_starttime(&start, getpid());
+	(void)sw_proc_starttime(&start, getpid());
 	cleanup_free char *prefix =
 	        sw_xasprintf("%d-%llu.%s", (int)getpid(), start, SW_EXEC__WORK_PREFIX);
 	return sw_fs_mkdtemp(out, parent, prefix, err);

@@ -44,45 +44,6 @@ int sw_exec__exec_dir(char **out, const char *state_dir, sw_error **err)
 	return 0;
 }
 
-int sw_exec__proc_starttime(unsigned long long *out, pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	int fd = open(path, O_RDONLY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	ssize_t n = read(fd, buf, sizeof(buf) - 1);
-	int e = errno;
-	close(fd);
-	if (n <= 0)
-		return n < 0 ? -e : -EINVAL;
-	buf[n] = '\0';
-	/* "pid (comm) state f4 f5 ...": comm may hold spaces and ')', so start after the last ')'
-	 */
-	char *p = strrchr(buf, ')');
-	if (!p)
-		return -EINVAL;
-	p++;
-	/* fields 3..21 come before the start time (field 22) */
-	for (int field = 3; field <= 22; field++) {
-		while (*p == ' ')
-			p++;
-		if (*p == '\0')
-			return -EINVAL;
-		if (field == 22) {
-			char *end = NULL;
-			errno = 0;
-			unsigned long long v = strtoull(p, &end, 10);
-			if (errno || end == p)
-				return -EINVAL;
-			*out = v;
-			return 0;
-		}
-		p += strcspn(p, " ");
-	}
-	return -EINVAL;
-}
-
 /* ---------------------------------------------------------------- owner labels */
 
 void sw_exec__owner_clear(sw_exec__owner *o)
@@ -141,7 +102,7 @@ int sw_exec__owner_parse(sw_exec__owner *out, const char *text, sw_error **err)
 bool sw_exec__owner_alive(const sw_exec__owner *o)
 {
 	unsigned long long start = 0;
-	int r = sw_exec__proc_starttime(&start, o->pid);
+	int r = sw_proc_starttime(&start, o->pid);
 	if (r == -ENOENT || r == -ESRCH)
 		return false;
 	if (r < 0)
@@ -200,7 +161,7 @@ int sw_exec__box_create(sw_exec__box *out, const char *exec_dir, const char *pre
 		                    "'-' or '.'",
 		                    prefix);
 	unsigned long long start = 0;
-	int sr = sw_exec__proc_starttime(&start, getpid());
+	int sr = sw_proc_starttime(&start, getpid());
 	if (sr < 0)
 		return sw_error_os(err, -sr, "read the start time of this process");
 

@@ -595,7 +595,7 @@ static void test_executor__owner_label(void **state)
 
 	/* this process is alive; with another start time it is a recycled pid */
 	unsigned long long start = 0;
-	assert_int_equal(sw_exec__proc_starttime(&start, getpid()), 0);
+	assert_int_equal(sw_proc_starttime(&start, getpid()), 0);
 	sw_exec__owner me = { .pid = getpid(), .start = start };
 	assert_true(sw_exec__owner_alive(&me));
 	me.start = start + 1;
@@ -605,7 +605,7 @@ static void test_executor__owner_label(void **state)
 	if (pid == 0)
 		_exit(0);
 	unsigned long long cstart = 0;
-	(void)sw_exec__proc_starttime(&cstart, pid);
+	(void)sw_proc_starttime(&cstart, pid);
 	waitpid(pid, NULL, 0);
 	sw_exec__owner child = { .pid = pid, .start = cstart };
 	assert_false(sw_exec__owner_alive(&child));

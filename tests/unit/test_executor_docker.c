@@ -63,7 +63,7 @@ typedef struct fixture {
 static char *owner_label(void)
 {
 	unsigned long long start = 0;
-	assert_int_equal(sw_exec__proc_starttime(&start, getpid()), 0);
+	assert_int_equal(sw_proc_starttime(&start, getpid()), 0);
 	return sw_xasprintf("%d-%llu", (int)getpid(), start);
 }
 
