@@ -108,6 +108,7 @@ typedef struct sw_run_opts {
 	FILE *console_out;     /* where the console and the run's own lines go; NULL: stderr, and
 	                        * the output folder is printed on stdout at the end */
 	int64_t kill_grace_ms; /* cancel: SIGTERM, then SIGKILL after this; 0: 10000 */
+	bool no_sweep;         /* the caller sweeps (sw_run_sweep) on its own schedule */
 	uint64_t memory_limit; /* per container; 0: none */
 	uint64_t pids_limit;
 	uint32_t cpu_millis;
@@ -136,6 +137,10 @@ typedef struct sw_run_opts {
  * 128 + signal when cancelled). Prints on stderr (console, errors) and stdout (the output
  * folder at the end). */
 int sw_run_pipeline(const sw_run_opts *o);
+/* Remove what dead slipway processes left: runtime containers, mounts and boxes (sw_exec_sweep),
+ * network namespaces and slirp4netns (and docker containers when docker_host is given), file
+ * secret folders in /dev/shm. Problems are logged. */
+void sw_run_sweep(const char *state_dir, const char *runtime, const char *docker_host);
 
 /* One job of a run, as the scheduler (run.c) and the job runner (run_job.c) share it. */
 struct sw_run;

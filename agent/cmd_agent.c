@@ -136,25 +136,12 @@ static const char *docker_host_of(const sw_agent_config *c)
 	return env && *env ? env : "unix:///var/run/docker.sock";
 }
 
-/* Remove what dead slipway processes left: containers, mounts, namespaces. */
+/* Remove what dead slipway processes left: containers, mounts, namespaces, secret folders
+ * (runs started by the agent do not sweep: this does, at start and every sweep_interval). */
 static void sweep(agent *a)
 {
 	sw_agent_config *c = cfg_get(a);
-	sw_error *err = NULL;
-	unsigned removed = 0, pods = 0;
-	if (sw_exec_sweep(&removed, a->state_dir, c->runtime, &err) < 0) {
-		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
-		sw_error_clear(&err);
-	}
-	if (sw_exec_pod_sweep(&pods, a->state_dir, docker_host_of(c), &err) < 0) {
-		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
-		sw_error_clear(&err);
-	}
-	if (removed || pods)
-		SW_LOG(SW_LOG_INFO,
-		       "sweep: removed %u container%s and %u namespace%s left by dead "
-		       "processes",
-		       removed, removed == 1 ? "" : "s", pods, pods == 1 ? "" : "s");
+	sw_run_sweep(a->state_dir, c->runtime, docker_host_of(c));
 }
 
 /* The build cache cap, after a run (a handle of our own: other runs keep theirs). */
@@ -227,6 +214,7 @@ static sw_work_state run_git(agent *a, sw_work *w, volatile sig_atomic_t *cancel
 	o.cpu_millis = c->cpu_millis;
 	o.progress = SW_CONSOLE_PLAIN;
 	o.kill_grace_ms = c->kill_grace_ms;
+	o.no_sweep = true;
 	/* the run's console goes to OUT/console.log, not into the agent's log */
 	cleanup_free char *console_path = sw_path_join(w->output_dir, "console.log");
 	FILE *console = NULL;

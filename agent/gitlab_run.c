@@ -710,6 +710,7 @@ sw_work_state sw_gitlab_job_run(const sw_gitlab_ctx *ctx, const char *payload, s
 			console = fopen(console_path, "we");
 		o.console_out = console ? console : stderr;
 		o.max_jobs = 1;
+		o.no_sweep = true; /* the agent sweeps */
 		o.cancel = &jr->cancel;
 		o.cancel_signal = &jr->cancel_signal;
 		o.pipeline = pl;

@@ -117,6 +117,25 @@ static void sweep_secret_dirs(void)
 	closedir(d);
 }
 
+void sw_run_sweep(const char *state_dir, const char *runtime, const char *docker_host)
+{
+	sw_error *err = NULL;
+	unsigned removed = 0, pods = 0;
+	if (sw_exec_sweep(&removed, state_dir, runtime, &err) < 0) {
+		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
+		sw_error_clear(&err);
+	}
+	if (sw_exec_pod_sweep(&pods, state_dir, docker_host, &err) < 0) {
+		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
+		sw_error_clear(&err);
+	}
+	sweep_secret_dirs();
+	if (removed || pods)
+		SW_LOG(SW_LOG_INFO,
+		       "sweep: removed %u container%s and %u namespace%s left by dead processes",
+		       removed, removed == 1 ? "" : "s", pods, pods == 1 ? "" : "s");
+}
+
 char *sw_run_secret_value(const sw_run *r, const char *name)
 {
 	size_t nl = strlen(name);
@@ -901,23 +920,17 @@ int sw_run_pipeline(const sw_run_opts *o)
 	if (sw_fs_mkdir_p(r->state_dir, 0755, &err) < 0)
 		goto infra;
 
-	/* 1. leftovers of dead slipway processes, the store and the cache */
-	unsigned removed = 0;
-	if (sw_exec_sweep(&removed, r->state_dir, o->runtime, &err) < 0) {
-		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
-		sw_error_clear(&err);
+	/* 1. leftovers of dead slipway processes (the agent sweeps on its own schedule), the store
+	 * and the cache */
+	if (!o->no_sweep) {
+		const char *docker_host = NULL;
+		if (o->backend == SW_EXEC_BACKEND_DOCKER) {
+			docker_host = o->docker_host ? o->docker_host : getenv("DOCKER_HOST");
+			if (!docker_host || !*docker_host)
+				docker_host = "unix:///var/run/docker.sock";
+		}
+		sw_run_sweep(r->state_dir, o->runtime, docker_host);
 	}
-	const char *docker_host = NULL;
-	if (o->backend == SW_EXEC_BACKEND_DOCKER) {
-		docker_host = o->docker_host ? o->docker_host : getenv("DOCKER_HOST");
-		if (!docker_host || !*docker_host)
-			docker_host = "unix:///var/run/docker.sock";
-	}
-	if (sw_exec_pod_sweep(&removed, r->state_dir, docker_host, &err) < 0) {
-		SW_LOG(SW_LOG_WARN, "sweep: %s", sw_error_msg(err));
-		sw_error_clear(&err);
-	}
-	sweep_secret_dirs();
 	{
 		cleanup_free char *store_dir = sw_path_join(r->state_dir, "store");
 		if (sw_oci_store_open(&r->store, store_dir, true, &err) < 0)
